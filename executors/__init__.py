@@ -1,0 +1,1 @@
+"""Executors: turning a function spec into work on a platform, and its result back."""

@@ -1,0 +1,1 @@
+"""Deterministic simulation of colonies: a seeded virtual clock and network driving the real cores."""
