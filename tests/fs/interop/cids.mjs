@@ -3,6 +3,8 @@
 // CIDv1, raw leaves, 256 KiB fixed-size chunks, balanced layout (174 links).
 // Directories are walked recursively, hidden entries included, symlinks stored
 // as UnixFS symlinks (not followed), like `ipfs add -r --hidden`.
+// CHUNK_BYTES and MAX_LINKS in the environment override the chunk size and
+// fan-out, so tests can build deep DAGs from small inputs.
 import { importer } from 'ipfs-unixfs-importer'
 import { fixedSize } from 'ipfs-unixfs-importer/chunker'
 import { balanced } from 'ipfs-unixfs-importer/layout'
@@ -27,8 +29,8 @@ function * walk (abs, rel) {
 const options = {
   cidVersion: 1,
   rawLeaves: true,
-  chunker: fixedSize({ chunkSize: 262144 }),
-  layout: balanced({ maxChildrenPerNode: 174 }),
+  chunker: fixedSize({ chunkSize: Number(process.env.CHUNK_BYTES ?? 262144) }),
+  layout: balanced({ maxChildrenPerNode: Number(process.env.MAX_LINKS ?? 174) }),
   reduceSingleLeafToSelf: true,
   wrapWithDirectory: false
 }
