@@ -38,12 +38,12 @@ class CertificateRevoked(CertificateError):
     """The colony owner has revoked the certificate."""
 
 
-class ForeignColony(CertificateError):
-    """The certificate or envelope belongs to another colony."""
-
-
 class WireError(ColonymeshError):
     """A frame from the network was refused; the sender is to blame."""
+
+
+class ForeignColony(CertificateError, WireError):
+    """The certificate or envelope belongs to another colony."""
 
 
 class FrameTooLarge(WireError):
