@@ -1,1 +1,1 @@
-"""Deterministic simulation of colonies: a seeded virtual clock and network driving the real cores."""
+"""Deterministic simulation of colonies: a seeded virtual clock and network driving real cores."""
