@@ -203,7 +203,9 @@ def check_owner_signed(colony: Colony, record: Certificate | Revocation) -> None
             f"not {colony.colony_id.hex()[:16]}… ({colony.name})"
         )
     if not verify_signature(colony.owner_key, _signing_bytes(record), record.signature):
-        raise CertificateInvalid(f"{type(record).__name__.lower()} is not signed by the colony owner")
+        raise CertificateInvalid(
+            f"{type(record).__name__.lower()} is not signed by the colony owner"
+        )
 
 
 def encode_record(record: Colony | Certificate | Revocation) -> bytes:

@@ -131,7 +131,9 @@ class EnvelopeSealer:
         return seal_frame(self._signer, self.colony_id, body, seq=seq, timestamp_ms=int(now * 1000))
 
 
-def seal_frame(signer: Signer, colony_id: bytes, body: object, *, seq: int, timestamp_ms: int) -> bytes:
+def seal_frame(
+    signer: Signer, colony_id: bytes, body: object, *, seq: int, timestamp_ms: int
+) -> bytes:
     """Encode and sign one envelope (exposed for tests that forge odd frames)."""
     signed = wire.encode(
         [colony_id, signer.public_key, kind_of(body), seq, timestamp_ms, schema.to_plain(body)]

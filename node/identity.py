@@ -164,7 +164,11 @@ def write_key_file(path: Path, keys: KeyPair, *, overwrite: bool = False) -> Non
 
 
 def write_public_key_file(path: Path, public_key: bytes) -> None:
-    document = {"kind": PUBLIC_KIND, "public_key": public_key.hex(), "peer_id": peer_id_of(public_key)}
+    document = {
+        "kind": PUBLIC_KIND,
+        "public_key": public_key.hex(),
+        "peer_id": peer_id_of(public_key),
+    }
     path.write_text(json.dumps(document, indent=2) + "\n")
 
 

@@ -91,7 +91,9 @@ def _convert(annotation: Any, data: Any, path: str, metadata: dict[str, Any]) ->
             raise BadField(f"{path}: expected a map")
         _check_length(len(data), path, metadata)
         return {
-            _convert(key_type, key, f"{path}.<key>", {}): _convert(value_type, value, f"{path}.{key}", {})
+            _convert(key_type, key, f"{path}.<key>", {}): _convert(
+                value_type, value, f"{path}.{key}", {}
+            )
             for key, value in data.items()
         }
     if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):

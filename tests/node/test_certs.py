@@ -3,7 +3,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from support.colony import NOW, ColonyFixture, make_colony
 
 from colonymesh.node.certs import (
     Certificate,
@@ -24,6 +23,7 @@ from colonymesh.node.errors import (
     ForeignColony,
 )
 from colonymesh.node.identity import KeyPair
+from support.colony import NOW, ColonyFixture, make_colony
 
 
 def test_colony_id_derives_from_owner_key(lab: ColonyFixture) -> None:
@@ -66,8 +66,14 @@ def test_tampered_certificate_is_refused(lab: ColonyFixture) -> None:
 def test_only_the_owner_can_admit(lab: ColonyFixture) -> None:
     with pytest.raises(CertificateInvalid, match="owner"):
         issue_certificate(
-            KeyPair.generate(), lab.colony, KeyPair.generate().public_key,
-            name="x", roles=[Role.SUBMITTER], not_before=0, not_after=10, serial=9,
+            KeyPair.generate(),
+            lab.colony,
+            KeyPair.generate().public_key,
+            name="x",
+            roles=[Role.SUBMITTER],
+            not_before=0,
+            not_after=10,
+            serial=9,
         )
 
 
@@ -108,7 +114,9 @@ def test_certificate_of_another_colony_is_refused(lab: ColonyFixture) -> None:
         lab.membership.check(forged, NOW)
 
 
-@pytest.mark.parametrize("data", [b"", b"\xa0", b"\x80", b"garbage", encode_record(make_colony().colony)])
+@pytest.mark.parametrize(
+    "data", [b"", b"\xa0", b"\x80", b"garbage", encode_record(make_colony().colony)]
+)
 def test_garbage_is_not_a_certificate(data: bytes) -> None:
     with pytest.raises(CertificateInvalid):
         decode_record(Certificate, data)

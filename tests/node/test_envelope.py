@@ -3,7 +3,6 @@ from __future__ import annotations
 import os
 
 import pytest
-from support.colony import NOW, ColonyFixture, make_colony
 
 from colonymesh.node import wire
 from colonymesh.node.certs import Role, revoke
@@ -23,6 +22,7 @@ from colonymesh.node.errors import (
 )
 from colonymesh.node.identity import KeyPair, Signer
 from colonymesh.node.messages import Ping, PresentCertificate
+from support.colony import NOW, ColonyFixture, make_colony
 
 
 def ping() -> Ping:
@@ -117,7 +117,9 @@ def test_sender_without_certificate_is_refused(lab: ColonyFixture) -> None:
 def test_revoked_and_expired_senders_are_refused(lab: ColonyFixture) -> None:
     opener = EnvelopeOpener(lab.membership)
     short_lived = lab.admit("brief", (Role.SUBMITTER,), not_after=NOW + 10)
-    frame = EnvelopeSealer(short_lived.signer, lab.colony.colony_id, NOW + 20).seal(ping(), NOW + 20)
+    frame = EnvelopeSealer(short_lived.signer, lab.colony.colony_id, NOW + 20).seal(
+        ping(), NOW + 20
+    )
     with pytest.raises(SenderNotAdmitted, match="valid from"):
         opener.open(frame, NOW + 20)
     lab.membership.add_revocation(revoke(lab.owner, lab.members[1].certificate, now=NOW))
@@ -138,7 +140,9 @@ def test_unknown_kind_and_bad_fields_are_refused(lab: ColonyFixture) -> None:
     member = lab.members[0]
 
     def frame_of(kind: str, body: object) -> bytes:
-        signed = wire.encode([lab.colony.colony_id, member.keys.public_key, kind, 1, NOW * 1000, body])
+        signed = wire.encode(
+            [lab.colony.colony_id, member.keys.public_key, kind, 1, NOW * 1000, body]
+        )
         return wire.encode([1, signed, member.signer.sign(b"colonymesh/envelope/v1\x00" + signed)])
 
     with pytest.raises(UnknownKind):

@@ -13,16 +13,20 @@ from hypothesis import strategies as st
 from colonymesh.node.schema import EXACT_KEY, INT_MAX, INT_MIN, LIMIT_KEY
 
 
-def for_annotation(annotation: Any, metadata: dict[str, Any] | None = None) -> st.SearchStrategy[Any]:
+def for_annotation(
+    annotation: Any, metadata: dict[str, Any] | None = None
+) -> st.SearchStrategy[Any]:
     metadata = metadata or {}
     exact_len = metadata.get(EXACT_KEY)
     max_len = min(metadata.get(LIMIT_KEY, 64), 64)
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
-        inner = [a for a in typing.get_args(annotation) if a is not type(None)][0]
+        inner = next(a for a in typing.get_args(annotation) if a is not type(None))
         return st.none() | for_annotation(inner, metadata)
     if origin is tuple:
-        return st.lists(for_annotation(typing.get_args(annotation)[0]), max_size=min(max_len, 4)).map(tuple)
+        return st.lists(
+            for_annotation(typing.get_args(annotation)[0]), max_size=min(max_len, 4)
+        ).map(tuple)
     if origin is dict:
         _, value_type = typing.get_args(annotation)
         return st.dictionaries(st.text(max_size=8), for_annotation(value_type), max_size=4)
