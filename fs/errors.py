@@ -30,6 +30,10 @@ class UnixFsError(FsDecodeError):
     """A structurally valid block whose UnixFS meaning is inconsistent."""
 
 
+class BlockMismatchError(FsDecodeError):
+    """Bytes offered for a CID do not hash to it (a lying or broken peer)."""
+
+
 class FsUsageError(FsError):
     """We asked the library for something it cannot do (a local bug or bad argument)."""
 

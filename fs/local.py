@@ -38,7 +38,7 @@ from colonymesh.fs.reader import GetBlock, decode_node, list_directory, read_fil
 READ_BYTES: Final = 1024 * 1024
 DEPTH_MAX: Final = 256
 
-BlockSink = Callable[[Block], None]
+BlockSink = Callable[[Block], object]
 ChunkerFactory = Callable[[], Chunker]
 
 

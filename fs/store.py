@@ -1,0 +1,430 @@
+"""The local chunk store: content-addressed blocks on disk, verified, pinned, bounded.
+
+Owns one directory::
+
+    <root>/blocks/<xy>/<cid>   one file per block, named by its CIDv1 (base32);
+                               <xy> = the two characters before the last one
+                               (flatfs's "next-to-last/2": 1024 evenly filled dirs)
+    <root>/tmp/                half-written blocks; emptied at open
+    <root>/pins.json           label -> root CIDs, replaced atomically
+
+How it works and what it guarantees:
+
+* **Atomic, durable writes.** A block is written to ``tmp/``, fsynced, renamed
+  into place and its directory fsynced, so after a crash a block file is either
+  absent or complete. Writes are idempotent (a present block is not rewritten).
+* **Verified reads.** `get` hashes every block it returns. A block that no
+  longer matches its CID (bit rot, a torn sector, a meddling user) raises
+  `CorruptChunkError` *after* the file is removed, so the caller can re-fetch it
+  from a peer and `put` it again. `put` refuses bytes that do not match their
+  CID (`BlockMismatchError`), so corruption can only come from the disk.
+* **Pins.** A label (a snapshot or file-label name) maps to root CIDs. Every
+  block reachable from a pinned root through the blocks we hold is kept by `gc`
+  and never evicted. A corrupt or unreadable pins file raises `StoreError` at
+  open rather than be treated as "no pins" (which would let gc delete all).
+* **Size bound.** `capacity_bytes` bounds the bytes of block files. When a
+  `put` would pass it, unpinned blocks are **evicted in least-recently-used
+  order** (recency = last put or verified get, kept in file mtimes so it
+  survives restarts) until the block fits; if pinned and held blocks alone
+  leave no room, the put is refused with `StoreFullError`. We evict rather than
+  refuse because unpinned blocks are caches of content that lives elsewhere
+  in the colony; what must stay is exactly what is pinned.
+* **Holds.** ``with store.holding():`` protects every block put inside it from
+  eviction until the block is pinned: an import whose root is not known yet
+  cannot lose its first chunks to its last.
+
+Contract for the driver: one `ChunkStore` per directory per process; calls are
+blocking file I/O (run them in a worker thread from trio); methods are
+serialised by an internal lock, so several threads may share the object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from colonymesh.fs.cid import CODEC_RAW, Cid
+from colonymesh.fs.errors import (
+    BlockMismatchError,
+    ChunkNotFoundError,
+    CidError,
+    CorruptChunkError,
+    FsDecodeError,
+    StoreError,
+    StoreFullError,
+)
+from colonymesh.fs.importer import Block, DagEntry
+from colonymesh.fs.local import import_path
+from colonymesh.fs.pb import BLOCK_BYTES_MAX
+from colonymesh.fs.reader import child_cids
+
+log = logging.getLogger("colonymesh.fs.store")
+
+PINS_FILE: Final = "pins.json"
+PINS_BYTES_MAX: Final = 64 * 1024 * 1024
+LABEL_BYTES_MAX: Final = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class GcReport:
+    removed_blocks: int
+    freed_bytes: int
+    kept_blocks: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStatistics:
+    blocks: int
+    used_bytes: int
+    capacity_bytes: int
+    pins: int
+    evicted_blocks: int
+    corrupt_blocks: int
+
+
+def _key(cid: Cid) -> str:
+    """Storage key: the canonical CIDv1 text (a v0 CID names the same block)."""
+    return cid.to_v1().encode()
+
+
+class ChunkStore:
+    """Blocks on disk under `root`, at most `capacity_bytes` of them."""
+
+    def __init__(self, root: str | os.PathLike[str], capacity_bytes: int) -> None:
+        if capacity_bytes <= 0:
+            raise StoreError("capacity_bytes must be positive")
+        self.root = os.fspath(root)
+        self.capacity_bytes = capacity_bytes
+        self._blocks_dir = os.path.join(self.root, "blocks")
+        self._tmp_dir = os.path.join(self.root, "tmp")
+        self._lock = threading.RLock()
+        self._lru: OrderedDict[str, int] = OrderedDict()  # key -> size, oldest first
+        self._used = 0
+        self._pins: dict[str, tuple[Cid, ...]] = {}
+        self._holds: list[set[str]] = []
+        self._tmp_seq = 0
+        self._evicted = 0
+        self._corrupt = 0
+        for path in (self.root, self._blocks_dir, self._tmp_dir):
+            os.makedirs(path, exist_ok=True)
+        self._clear_tmp()
+        self._load_index()
+        self._pins = self._load_pins()
+
+    # --- opening ------------------------------------------------------------
+
+    def _clear_tmp(self) -> None:
+        for name in os.listdir(self._tmp_dir):
+            os.unlink(os.path.join(self._tmp_dir, name))
+
+    def _load_index(self) -> None:
+        found: list[tuple[int, str, int]] = []
+        for shard in sorted(os.listdir(self._blocks_dir)):
+            shard_dir = os.path.join(self._blocks_dir, shard)
+            if not os.path.isdir(shard_dir):
+                continue
+            for name in sorted(os.listdir(shard_dir)):
+                if not self._is_block_name(name) or name[-3:-1] != shard:
+                    log.warning("ignoring stray file %s in %s", name, shard_dir)
+                    continue
+                st = os.stat(os.path.join(shard_dir, name))
+                found.append((st.st_mtime_ns, name, st.st_size))
+        for _, name, size in sorted(found):
+            self._lru[name] = size
+            self._used += size
+
+    @staticmethod
+    def _is_block_name(name: str) -> bool:
+        try:
+            return _key(Cid.parse(name)) == name
+        except CidError:
+            return False
+
+    def _load_pins(self) -> dict[str, tuple[Cid, ...]]:
+        path = os.path.join(self.root, PINS_FILE)
+        try:
+            with open(path, "rb") as handle:
+                raw = handle.read(PINS_BYTES_MAX + 1)
+        except FileNotFoundError:
+            return {}
+        try:
+            doc = json.loads(raw)
+            if len(raw) > PINS_BYTES_MAX or doc.get("version") != 1:
+                raise ValueError("unsupported pins file")
+            pins = {
+                str(label): tuple(Cid.parse(text) for text in roots)
+                for label, roots in doc["pins"].items()
+            }
+        except (ValueError, KeyError, TypeError, AttributeError, CidError) as exc:
+            raise StoreError(f"unreadable pins file {path}: {exc}") from exc
+        return pins
+
+    # --- paths and durable writes -------------------------------------------
+
+    def _path(self, key: str) -> str:
+        return os.path.join(self._blocks_dir, key[-3:-1], key)
+
+    def _atomic_write(self, final_path: str, data: bytes) -> None:
+        self._tmp_seq += 1
+        tmp = os.path.join(self._tmp_dir, f"{os.getpid()}.{self._tmp_seq}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp)
+            raise
+        os.close(fd)
+        parent = os.path.dirname(final_path)
+        if not os.path.isdir(parent):
+            os.mkdir(parent)
+            _fsync_dir(os.path.dirname(parent))
+        os.replace(tmp, final_path)
+        _fsync_dir(parent)
+
+    # --- blocks ---------------------------------------------------------------
+
+    def has(self, cid: Cid) -> bool:
+        with self._lock:
+            return _key(cid) in self._lru
+
+    def __contains__(self, cid: object) -> bool:
+        return isinstance(cid, Cid) and self.has(cid)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._lru)
+
+    def cids(self) -> list[Cid]:
+        """Every stored CID, least recently used first."""
+        with self._lock:
+            return [Cid.parse(key) for key in self._lru]
+
+    def put(self, block: Block) -> bool:
+        """Store a block after checking it against its CID. True if it was new."""
+        return self.put_bytes(block.cid, block.data)
+
+    def put_bytes(self, cid: Cid, data: bytes) -> bool:
+        if len(data) > BLOCK_BYTES_MAX:
+            raise StoreError(f"block of {len(data)} bytes exceeds {BLOCK_BYTES_MAX}")
+        if not cid.verify(data):
+            raise BlockMismatchError(f"bytes do not hash to {cid}")
+        key = _key(cid)
+        with self._lock:
+            for held in self._holds:
+                held.add(key)
+            if key in self._lru:
+                self._touch(key)
+                return False
+            self._make_room(len(data))
+            self._atomic_write(self._path(key), data)
+            self._lru[key] = len(data)
+            self._used += len(data)
+            return True
+
+    def get(self, cid: Cid) -> bytes:
+        """The block's bytes, verified. Raises `ChunkNotFoundError` or `CorruptChunkError`."""
+        key = _key(cid)
+        with self._lock:
+            if key not in self._lru:
+                raise ChunkNotFoundError(str(cid))
+            path = self._path(key)
+            try:
+                with open(path, "rb") as handle:
+                    data = handle.read(BLOCK_BYTES_MAX + 1)
+            except FileNotFoundError:
+                self._forget(key)
+                raise ChunkNotFoundError(str(cid)) from None
+            if len(data) > BLOCK_BYTES_MAX or not cid.verify(data):
+                self._drop(key)
+                self._corrupt += 1
+                log.warning("corrupt block %s removed (%d bytes on disk)", key, len(data))
+                raise CorruptChunkError(f"block {cid} failed verification and was removed")
+            self._touch(key)
+            return data
+
+    def delete(self, cid: Cid) -> bool:
+        """Remove a block (pinned or not). True if it was present."""
+        key = _key(cid)
+        with self._lock:
+            if key not in self._lru:
+                return False
+            self._drop(key)
+            return True
+
+    def verify_all(self) -> list[Cid]:
+        """Scrub: read and verify every block; return the corrupt ones (now removed)."""
+        corrupt: list[Cid] = []
+        for cid in self.cids():
+            try:
+                self.get(cid)
+            except CorruptChunkError:
+                corrupt.append(cid)
+            except ChunkNotFoundError:
+                continue
+        return corrupt
+
+    def _touch(self, key: str) -> None:
+        self._lru.move_to_end(key)
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(self._path(key))  # recency survives restarts
+
+    def _forget(self, key: str) -> None:
+        self._used -= self._lru.pop(key)
+
+    def _drop(self, key: str) -> None:
+        self._forget(key)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._path(key))
+
+    # --- size bound -------------------------------------------------------------
+
+    @property
+    def used_bytes(self) -> int:
+        return self._used
+
+    def _make_room(self, size: int) -> None:
+        if self._used + size <= self.capacity_bytes:
+            return
+        keep = self._reachable_from_pins()
+        for held in self._holds:
+            keep |= held
+        victims: list[str] = []
+        freed = 0
+        for key, block_size in self._lru.items():  # oldest first
+            if self._used - freed + size <= self.capacity_bytes:
+                break
+            if key not in keep:
+                victims.append(key)
+                freed += block_size
+        if self._used - freed + size > self.capacity_bytes:
+            raise StoreFullError(
+                f"{size} more bytes do not fit: {self._used} of {self.capacity_bytes} used, "
+                f"only {freed} evictable"
+            )
+        for key in victims:
+            self._drop(key)
+        self._evicted += len(victims)
+        if victims:
+            log.debug("evicted %d unpinned blocks (%d bytes)", len(victims), freed)
+
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[set[str]]:
+        """Protect every block put inside the block from eviction (not from `gc`/`delete`)."""
+        held: set[str] = set()
+        with self._lock:
+            self._holds.append(held)
+        try:
+            yield held
+        finally:
+            with self._lock:
+                self._holds.remove(held)
+
+    # --- pins and garbage collection ------------------------------------------
+
+    def pin(self, label: str, roots: Sequence[Cid]) -> None:
+        """Set `label` to pin `roots` (replacing what it pinned before). Durable on return."""
+        if not label or len(label.encode("utf-8")) > LABEL_BYTES_MAX:
+            raise StoreError("pin label must be 1..1024 bytes of UTF-8")
+        with self._lock:
+            pins = dict(self._pins)
+            pins[label] = tuple(roots)
+            self._save_pins(pins)
+
+    def unpin(self, label: str) -> bool:
+        with self._lock:
+            if label not in self._pins:
+                return False
+            pins = dict(self._pins)
+            del pins[label]
+            self._save_pins(pins)
+            return True
+
+    def pins(self) -> dict[str, tuple[Cid, ...]]:
+        with self._lock:
+            return dict(self._pins)
+
+    def _save_pins(self, pins: dict[str, tuple[Cid, ...]]) -> None:
+        doc = {
+            "version": 1,
+            "pins": {label: [c.encode() for c in pins[label]] for label in sorted(pins)},
+        }
+        self._atomic_write(os.path.join(self.root, PINS_FILE), json.dumps(doc).encode())
+        self._pins = pins
+
+    def _reachable_from_pins(self) -> set[str]:
+        """Keys of held blocks reachable from any pinned root (missing blocks end a path)."""
+        seen: set[str] = set()
+        stack: list[Cid] = [cid for label in sorted(self._pins) for cid in self._pins[label]]
+        while stack:
+            cid = stack.pop()
+            key = _key(cid)
+            if key in seen or key not in self._lru:
+                continue
+            seen.add(key)
+            if cid.codec == CODEC_RAW:
+                continue  # raw leaves link to nothing: no need to read them
+            try:
+                stack.extend(child_cids(cid, self.get(cid)))
+            except (CorruptChunkError, ChunkNotFoundError):
+                seen.discard(key)  # removed: re-fetch, then its children are found
+            except FsDecodeError as exc:
+                log.warning("pinned block %s does not decode: %s", key, exc)
+        return seen
+
+    def gc(self) -> GcReport:
+        """Remove every block not reachable from a pin and not currently held."""
+        with self._lock:
+            keep = self._reachable_from_pins()
+            for held in self._holds:
+                keep |= held
+            victims = [key for key in self._lru if key not in keep]
+            freed = sum(self._lru[key] for key in victims)
+            for key in victims:
+                self._drop(key)
+            log.info("gc removed %d blocks (%d bytes), kept %d", len(victims), freed, len(keep))
+            return GcReport(len(victims), freed, len(self._lru))
+
+    def statistics(self) -> StoreStatistics:
+        with self._lock:
+            return StoreStatistics(
+                blocks=len(self._lru),
+                used_bytes=self._used,
+                capacity_bytes=self.capacity_bytes,
+                pins=len(self._pins),
+                evicted_blocks=self._evicted,
+                corrupt_blocks=self._corrupt,
+            )
+
+    # --- convenience ------------------------------------------------------------
+
+    def put_many(self, blocks: Iterable[Block]) -> int:
+        return sum(self.put(block) for block in blocks)
+
+    def add_path(self, path: str | os.PathLike[str], label: str | None = None) -> DagEntry:
+        """Import a local file or folder into the store; pin its root under `label` if given."""
+        with self.holding():
+            root = import_path(path, self.put)
+            if label is not None:
+                roots = self.pins().get(label, ())
+                if root.cid not in roots:
+                    self.pin(label, [*roots, root.cid])
+        return root
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
