@@ -118,6 +118,17 @@ ON_CONFLICTS_FIELDS = ("onstart", "onclose")
 KEEP_LOCAL_FIELDS = ("keeplocal",)
 WORKFLOW_FIELDS = ("colonyname", "functionspecs")
 
+# Names older ColonyOS releases used for fields that have since been renamed.
+_RENAMED = {
+    "processspecs": "functionspecs",
+    "colonyid": "colonyname",
+    "func": "funcname",
+    "executorids": "executornames",
+    "runtimetype": "executortype",
+    "targettype": "executortype",
+    "memory": "mem",
+}
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -223,6 +234,9 @@ def _optional_object(
 
 def _suggest(key: str, known: tuple[str, ...]) -> str:
     squashed = key.lower().replace("-", "").replace("_", "")
+    renamed = _RENAMED.get(squashed, "")
+    if renamed in known:
+        return renamed
     for candidate in known:
         if candidate == squashed:
             return candidate
