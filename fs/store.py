@@ -109,6 +109,7 @@ class ChunkStore:
         self._used = 0
         self._pins: dict[str, tuple[Cid, ...]] = {}
         self._holds: list[set[str]] = []
+        self._reachable: set[str] | None = None  # cache of _reachable_from_pins
         self._tmp_seq = 0
         self._evicted = 0
         self._corrupt = 0
@@ -230,6 +231,8 @@ class ChunkStore:
             self._atomic_write(self._path(key), data)
             self._lru[key] = len(data)
             self._used += len(data)
+            if cid.codec != CODEC_RAW:
+                self._reachable = None  # may extend a pinned DAG
             return True
 
     def get(self, cid: Cid) -> bytes:
@@ -296,7 +299,7 @@ class ChunkStore:
     def _make_room(self, size: int) -> None:
         if self._used + size <= self.capacity_bytes:
             return
-        keep = self._reachable_from_pins()
+        keep = set(self._reachable_from_pins())
         for held in self._holds:
             keep |= held
         victims: list[str] = []
@@ -361,38 +364,53 @@ class ChunkStore:
         }
         self._atomic_write(os.path.join(self.root, PINS_FILE), json.dumps(doc).encode())
         self._pins = pins
+        self._reachable = None
 
     def _reachable_from_pins(self) -> set[str]:
-        """Keys of held blocks reachable from any pinned root (missing blocks end a path)."""
+        """Keys reachable from any pinned root through the blocks we hold.
+
+        Raw leaves are included whether present or not (they link to nothing, so
+        need no reading); a missing dag-pb block ends its path. The result is cached
+        until the pins change or a dag-pb block arrives -- raw-leaf puts, the bulk
+        of all writes, cannot change it -- so a full store does not re-walk its
+        pinned DAGs on every put.
+        """
+        if self._reachable is not None:
+            return self._reachable
         seen: set[str] = set()
         stack: list[Cid] = [cid for label in sorted(self._pins) for cid in self._pins[label]]
         while stack:
             cid = stack.pop()
             key = _key(cid)
-            if key in seen or key not in self._lru:
+            if key in seen:
+                continue
+            if cid.codec == CODEC_RAW:
+                seen.add(key)
+                continue
+            if key not in self._lru:
                 continue
             seen.add(key)
-            if cid.codec == CODEC_RAW:
-                continue  # raw leaves link to nothing: no need to read them
             try:
                 stack.extend(child_cids(cid, self.get(cid)))
             except (CorruptChunkError, ChunkNotFoundError):
-                seen.discard(key)  # removed: re-fetch, then its children are found
+                seen.discard(key)  # removed: once re-fetched, its put re-walks
             except FsDecodeError as exc:
                 log.warning("pinned block %s does not decode: %s", key, exc)
+        self._reachable = seen
         return seen
 
     def gc(self) -> GcReport:
         """Remove every block not reachable from a pin and not currently held."""
         with self._lock:
-            keep = self._reachable_from_pins()
+            self._reachable = None
+            keep = set(self._reachable_from_pins())
             for held in self._holds:
                 keep |= held
             victims = [key for key in self._lru if key not in keep]
             freed = sum(self._lru[key] for key in victims)
             for key in victims:
                 self._drop(key)
-            log.info("gc removed %d blocks (%d bytes), kept %d", len(victims), freed, len(keep))
+            log.info("gc removed %d blocks (%d bytes)", len(victims), freed)
             return GcReport(len(victims), freed, len(self._lru))
 
     def statistics(self) -> StoreStatistics:

@@ -218,3 +218,19 @@ def test_v0_and_v1_name_the_same_block(tmp_path: Path) -> None:
     assert store.get(v0.to_v1()) == data
     assert not store.put_bytes(Cid.of(0x70, data), data)
     assert Cid.of(CODEC_RAW, data) not in store
+
+
+def test_blocks_of_a_pinned_root_arriving_later_are_protected(tmp_path: Path) -> None:
+    # A reader pins a snapshot first, then fetches its blocks top-down (as the
+    # exchange will); a full store must evict cache, never those later arrivals.
+    root, blocks, data = _file(9, 12 * KIB, chunk=KIB)
+    size = sum(len(b.data) for b in blocks)
+    store = ChunkStore(tmp_path / "s", size + 2 * KIB)
+    store.pin("snap", [root])
+    filler = [raw_block(bytes([i]) * KIB) for i in range(2)]
+    store.put_many(filler)
+    for block in reversed(blocks):  # root first, leaves last
+        store.put(block)
+    assert all(b.cid in store for b in blocks)
+    assert not any(f.cid in store for f in filler)
+    assert b"".join(read_file(store.get, root)) == data
