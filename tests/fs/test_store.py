@@ -222,15 +222,19 @@ def test_v0_and_v1_name_the_same_block(tmp_path: Path) -> None:
 
 def test_blocks_of_a_pinned_root_arriving_later_are_protected(tmp_path: Path) -> None:
     # A reader pins a snapshot first, then fetches its blocks top-down (as the
-    # exchange will); a full store must evict cache, never those later arrivals.
+    # exchange will) while cache traffic keeps the store full: every later
+    # arrival of the pinned DAG must be kept, only cache evicted.
     root, blocks, data = _file(9, 12 * KIB, chunk=KIB)
     size = sum(len(b.data) for b in blocks)
     store = ChunkStore(tmp_path / "s", size + 2 * KIB)
     store.pin("snap", [root])
-    filler = [raw_block(bytes([i]) * KIB) for i in range(2)]
-    store.put_many(filler)
-    for block in reversed(blocks):  # root first, leaves last
-        store.put(block)
+    store.put(blocks[-1])  # the root node first
+    filler = [raw_block(i.to_bytes(2, "big") * (KIB // 2)) for i in range(len(blocks) * 3)]
+    store.put_many(filler[:2])
+    for i, leaf in enumerate(blocks[:-1]):
+        store.put(leaf)
+        store.put_many(filler[2 + 2 * i : 4 + 2 * i])
+        assert store.used_bytes <= store.capacity_bytes
     assert all(b.cid in store for b in blocks)
-    assert not any(f.cid in store for f in filler)
+    assert store.statistics().evicted_blocks > len(blocks)
     assert b"".join(read_file(store.get, root)) == data
