@@ -1,0 +1,33 @@
+"""Durable storage for the Raft log: segment files, hard state, snapshots.
+
+The only part of ``colonymesh.consensus`` that touches the disk. See
+:mod:`colonymesh.consensus.storage.store` for the durability contract.
+"""
+
+from colonymesh.consensus.storage.errors import (
+    CorruptHardStateError,
+    CorruptionError,
+    CorruptLogError,
+    CorruptSnapshotError,
+    LogCompactedError,
+    LogUnavailableError,
+    StorageError,
+    StorageUsageError,
+    StoreLockedError,
+)
+from colonymesh.consensus.storage.store import LogStore, RecoveredState, StoreStatistics
+
+__all__ = [
+    "CorruptHardStateError",
+    "CorruptLogError",
+    "CorruptSnapshotError",
+    "CorruptionError",
+    "LogCompactedError",
+    "LogStore",
+    "LogUnavailableError",
+    "RecoveredState",
+    "StorageError",
+    "StorageUsageError",
+    "StoreLockedError",
+    "StoreStatistics",
+]
