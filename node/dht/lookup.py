@@ -149,14 +149,18 @@ class Lookup:
     def _advance(self, now: float, failed: tuple[bytes, ...] = ()) -> Step:
         if self._done:
             return Step(failed=failed)
-        top = self._top()
         in_flight = sum(1 for c in self._by_key.values() if c.state is PeerState.WAITING)
         query: list[PeerInfo] = []
-        pending_in_top = False
-        for cand in top:
-            if cand.state is PeerState.WAITING:
-                pending_in_top = True
-            elif cand.state is PeerState.NOT_CONTACTED:
+        while True:
+            # claiming a peer another path owns changes the top k: then look again
+            rescan = False
+            pending_in_top = False
+            for cand in self._top():
+                if cand.state is PeerState.WAITING:
+                    pending_in_top = True
+                    continue
+                if cand.state is not PeerState.NOT_CONTACTED:
+                    continue
                 pending_in_top = True
                 if in_flight >= self.alpha:
                     break
@@ -165,12 +169,15 @@ class Lookup:
                     owner = self._claims.setdefault(key, self._path)
                     if owner != self._path:
                         cand.state = PeerState.CLAIMED
-                        return self._advance(now, failed)  # the top k changed: recompute
+                        rescan = True
+                        break
                 cand.state = PeerState.WAITING
                 cand.deadline = now + self.request_timeout_s
                 in_flight += 1
                 self.queried += 1
                 query.append(cand.info)
+            if not rescan:
+                break
         if not pending_in_top:
             self._done = True
         return Step(tuple(query), failed)

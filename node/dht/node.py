@@ -245,8 +245,9 @@ class DhtNode:
             validate_peer(from_peer, self.config.wire)
             validate_message(msg, self.config.wire)
         except DhtProtocolError as exc:
-            log.info("dht: bad message from %s: %s", from_peer.public_key.hex()[:16], exc)
-            return [PeerMisbehaved(from_peer.public_key, str(exc))]
+            sender = from_peer.public_key if isinstance(from_peer.public_key, bytes) else b""
+            log.info("dht: bad message from %s: %s", sender.hex()[:16], exc)
+            return [PeerMisbehaved(sender, str(exc))]
         if from_peer.public_key == self.self_info.public_key:
             return []
         out: list[Output] = []
