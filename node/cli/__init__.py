@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Sequence
 
 from colonymesh import __version__
-from colonymesh.node.cli import colony, keys
+from colonymesh.node.cli import colony, demo, keys
 from colonymesh.node.errors import ColonymeshError
 
 EXIT_ERROR = 1
@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     keys.register(commands)
     colony.register(commands)
+    demo.register(commands)
     return parser
 
 
