@@ -43,7 +43,7 @@ __all__ = ["IMAGE_KWARG", "CommandLine", "arg_word", "resolve_command"]
 IMAGE_KWARG = "docker-image"
 IMAGE_CHARS_MAX = 512
 ARGV_WORD_CHARS_MAX = 128 * 1024
-_IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]*\Z")
+_IMAGE = re.compile(r"[A-Za-z0-9/][A-Za-z0-9._/:@+-]*\Z")  # never starts with "-"
 
 
 @dataclass(frozen=True, slots=True)
