@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from colonymesh.fs import cid_of_path
+from colonymesh.fs.errors import UnsupportedError
 from colonymesh.fs.importer import FixedSizeChunker
 from colonymesh.fs.local import import_path
 
@@ -122,3 +123,17 @@ def test_deep_dags_match_ipfs(tmp_path: Path, ipfs_cids: Reference) -> None:
     small = lambda: FixedSizeChunker(chunk)  # noqa: E731
     ours = [import_path(p, chunker_factory=small, max_links=fanout).cid.encode() for p in paths]
     assert ours == ipfs_cids(paths, chunk_bytes=chunk, max_links=fanout)
+
+
+def test_directory_at_the_sharding_threshold(tmp_path: Path, ipfs_cids: Reference) -> None:
+    # IPFS shards a directory whose links estimate (name bytes + CID bytes) passes
+    # 256 KiB. Each entry here is 200 + 36 bytes: 1110 entries stay flat (and must
+    # match), 1111 would be a HAMT, which we refuse rather than mis-encode.
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i in range(1110):
+        (flat / f"{i:0200d}").write_bytes(b"")
+    assert [cid_of_path(flat)] == ipfs_cids([flat])
+    (flat / f"{1110:0200d}").write_bytes(b"")
+    with pytest.raises(UnsupportedError):
+        cid_of_path(flat)
