@@ -425,11 +425,21 @@ class LogStore:
             i = j
 
     def _roll_over(self, first_index: int) -> Segment:
-        """Seal the newest segment (fsync) and start the next one."""
+        """Seal the newest segment and start the next one.
+
+        Sealing fsyncs the old segment and, if it is new itself, the
+        directory, so after a crash only the newest segment can be torn or
+        missing: never one in the middle of the chain.
+        """
         old = self._segments[-1]
-        if self._fsync and old in self._dirty:
-            old.sync()
-            self._stats["fsyncs"] += 1
+        if self._fsync:
+            if old in self._dirty:
+                old.sync()
+                self._stats["fsyncs"] += 1
+            if self._dir_dirty:
+                fsync_dir(self._dir)
+                self._stats["fsyncs"] += 1
+        self._dir_dirty = False
         self._dirty = [s for s in self._dirty if s is not old]
         seg = Segment.create(self._dir, first_index)
         self._dir_dirty = True
