@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Sequence
 
 from colonymesh import __version__
-from colonymesh.node.cli import colony, demo, keys
+from colonymesh.node.cli import colony, demo, fs, keys
 from colonymesh.node.errors import ColonymeshError
 
 EXIT_ERROR = 1
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys.register(commands)
     colony.register(commands)
     demo.register(commands)
+    fs.register(commands)
     return parser
 
 
