@@ -125,9 +125,13 @@ def format_millicores(millicores: int) -> str:
 
 
 def format_bytes(count: int) -> str:
-    """The canonical Kubernetes spelling: the largest exact binary suffix, else bytes."""
+    """The canonical Kubernetes spelling: an exact binary suffix, else an exact decimal one."""
     for suffix in ("Ei", "Pi", "Ti", "Gi", "Mi", "Ki"):
         unit = _BINARY[suffix]
+        if count >= unit and count % unit == 0:
+            return f"{count // unit}{suffix}"
+    for suffix in ("E", "P", "T", "G", "M", "k"):
+        unit = int(_DECIMAL[suffix])
         if count >= unit and count % unit == 0:
             return f"{count // unit}{suffix}"
     return str(count)

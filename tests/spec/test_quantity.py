@@ -116,7 +116,9 @@ def test_canonical_spelling() -> None:
     assert format_millicores(1500) == "1500m"
     assert format_bytes(2**30) == "1Gi"
     assert format_bytes(3 * 2**20) == "3Mi"
-    assert format_bytes(1000) == "1000"
+    assert format_bytes(1000) == "1k"
+    assert format_bytes(5 * 10**9) == "5G"
+    assert format_bytes(1001) == "1001"
     assert format_bytes(0) == "0"
 
 
