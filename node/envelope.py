@@ -141,8 +141,58 @@ def seal_frame(
     return wire.encode([ENVELOPE_VERSION, signed, signer.sign(_signing_input(signed))])
 
 
-class _ReplayWindow:
-    """Sliding window over sequence numbers (as IPsec's anti-replay bitmap)."""
+@dataclass(frozen=True, slots=True)
+class DecodedFrame:
+    """A frame decoded and typed, its signature not yet checked."""
+
+    envelope: Envelope[Any]
+    signed: bytes
+
+
+def decode_frame(frame: bytes, frame_bytes_max: int, colony_id: bytes) -> DecodedFrame:
+    """Steps 1-3 of the module docs: size, strict decoding, colony, kind and body types."""
+    outer = wire.decode(frame, frame_bytes_max=frame_bytes_max)
+    if not (isinstance(outer, list) and len(outer) == 3 and outer[0] == ENVELOPE_VERSION):
+        raise MalformedFrame("not a version-1 envelope [1, signed, signature]")
+    _, signed, signature = outer
+    if not isinstance(signed, bytes) or not isinstance(signature, bytes):
+        raise MalformedFrame("envelope parts must be byte strings")
+    inner = wire.decode(signed, frame_bytes_max=frame_bytes_max)
+    if not (isinstance(inner, list) and len(inner) == 6):
+        raise MalformedFrame("envelope body is not a 6-item array")
+    frame_colony, sender, kind, seq, timestamp_ms, plain_body = inner
+    if not isinstance(frame_colony, bytes) or len(frame_colony) != COLONY_ID_BYTES:
+        raise BadField("envelope.colony_id: expected 32 bytes")
+    if frame_colony != colony_id:
+        raise ForeignColony(f"envelope of colony {frame_colony.hex()[:16]}…, not ours")
+    if not isinstance(sender, bytes) or len(sender) != 32:
+        raise BadField("envelope.sender: expected a 32-byte public key")
+    if not isinstance(kind, str):
+        raise BadField("envelope.kind: expected text")
+    for name, value in (("seq", seq), ("timestamp_ms", timestamp_ms)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+            raise BadField(f"envelope.{name}: expected a non-negative 63-bit integer")
+    body_type = _REGISTRY.get(kind)
+    if body_type is None:
+        raise UnknownKind(f"unknown message kind {kind[:KIND_BYTES_MAX]!r}")
+    body: Any = schema.from_plain(body_type, plain_body, f"{kind}.body")
+    envelope = Envelope(frame_colony, sender, kind, seq, timestamp_ms, body, signature)
+    return DecodedFrame(envelope, signed)
+
+
+def check_signature(parts: DecodedFrame) -> None:
+    """Step 6: the sender's Ed25519 signature over the exact signed bytes."""
+    envelope = parts.envelope
+    if not verify_signature(envelope.sender, _signing_input(parts.signed), envelope.signature):
+        raise BadSignature(f"signature of a {envelope.kind!r} envelope does not verify")
+
+
+class ReplayWindow:
+    """Sliding window over sequence numbers (as IPsec's anti-replay bitmap).
+
+    ``check`` raises if ``seq`` was seen or is older than the window; ``record``
+    marks it seen. Pure and deterministic: the ledger uses it too.
+    """
 
     __slots__ = ("bitmap", "highest")
 
@@ -186,7 +236,7 @@ class EnvelopeOpener:
     def __init__(self, membership: Membership, config: OpenerConfig | None = None) -> None:
         self._membership = membership
         self._config = config or OpenerConfig()
-        self._windows: OrderedDict[bytes, _ReplayWindow] = OrderedDict()
+        self._windows: OrderedDict[bytes, ReplayWindow] = OrderedDict()
         self.refused: dict[str, int] = {}
 
     def open(self, frame: bytes, now: float) -> Envelope[Any]:
@@ -200,41 +250,16 @@ class EnvelopeOpener:
 
     def _open(self, frame: bytes, now: float) -> Envelope[Any]:
         config = self._config
-        outer = wire.decode(frame, frame_bytes_max=config.frame_bytes_max)
-        if not (isinstance(outer, list) and len(outer) == 3 and outer[0] == ENVELOPE_VERSION):
-            raise MalformedFrame("not a version-1 envelope [1, signed, signature]")
-        _, signed, signature = outer
-        if not isinstance(signed, bytes) or not isinstance(signature, bytes):
-            raise MalformedFrame("envelope parts must be byte strings")
-        inner = wire.decode(signed, frame_bytes_max=config.frame_bytes_max)
-        if not (isinstance(inner, list) and len(inner) == 6):
-            raise MalformedFrame("envelope body is not a 6-item array")
-        colony_id, sender, kind, seq, timestamp_ms, plain_body = inner
-        if not isinstance(colony_id, bytes) or len(colony_id) != COLONY_ID_BYTES:
-            raise BadField("envelope.colony_id: expected 32 bytes")
-        if colony_id != self._membership.colony.colony_id:
-            raise ForeignColony(f"envelope of colony {colony_id.hex()[:16]}…, not ours")
-        if not isinstance(sender, bytes) or len(sender) != 32:
-            raise BadField("envelope.sender: expected a 32-byte public key")
-        if not isinstance(kind, str):
-            raise BadField("envelope.kind: expected text")
-        for name, value in (("seq", seq), ("timestamp_ms", timestamp_ms)):
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
-                raise BadField(f"envelope.{name}: expected a non-negative 63-bit integer")
-        body_type = _REGISTRY.get(kind)
-        if body_type is None:
-            raise UnknownKind(f"unknown message kind {kind[:KIND_BYTES_MAX]!r}")
-        body: Any = schema.from_plain(body_type, plain_body, f"{kind}.body")
-        if abs(timestamp_ms / 1000 - now) > config.clock_skew_s:
+        parts = decode_frame(frame, config.frame_bytes_max, self._membership.colony.colony_id)
+        if abs(parts.envelope.timestamp_ms / 1000 - now) > config.clock_skew_s:
             raise ClockSkew(
-                f"timestamp is {timestamp_ms / 1000 - now:+.1f} s from our clock "
+                f"timestamp is {parts.envelope.timestamp_ms / 1000 - now:+.1f} s from our clock "
                 f"(allowed ±{config.clock_skew_s:g} s)"
             )
-        self._check_sender(sender, now)
-        if not verify_signature(sender, _signing_input(signed), signature):
-            raise BadSignature(f"signature of a {kind!r} envelope does not verify")
-        self._accept_seq(sender, seq)
-        return Envelope(colony_id, sender, kind, seq, timestamp_ms, body, signature)
+        self._check_sender(parts.envelope.sender, now)
+        check_signature(parts)
+        self._accept_seq(parts.envelope.sender, parts.envelope.seq)
+        return parts.envelope
 
     def _check_sender(self, sender: bytes, now: float) -> None:
         if self._membership.certificate_of(sender, now) is not None:
@@ -252,7 +277,7 @@ class EnvelopeOpener:
         size = self._config.replay_window
         window = self._windows.get(sender)
         if window is None:
-            window = _ReplayWindow(seq)
+            window = ReplayWindow(seq)
             if len(self._windows) >= self._config.senders_max:
                 self._windows.popitem(last=False)
         else:
