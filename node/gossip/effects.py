@@ -40,8 +40,9 @@ class GossipConfig:
     peer_bytes_burst: float = 8 * 1024 * 1024
     publish_per_s: float = 50.0
     publish_burst: float = 100.0
-    throttle_backoff_s_max: float = 30.0
+    throttle_backoff_s_max: float = 10.0
     ihave_per_peer_per_heartbeat: int = 10
+    deferred_max: int = 256  # messages held back per throttling peer
     # delivery accounting
     receipt_flush_s: float = 0.25
     receipt_repeats: int = 2  # resend an unchanged count this often (loss tolerance)

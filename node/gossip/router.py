@@ -98,14 +98,26 @@ IsMember = Callable[[bytes], bool]
 
 
 class _Peer:
-    __slots__ = ("bytes_in", "deferred", "ihaves", "msgs_in", "throttled_until", "topics")
+    __slots__ = (
+        "bytes_in",
+        "deferred",
+        "ihaves",
+        "msgs_in",
+        "offered",
+        "throttled_until",
+        "topics",
+    )
 
     def __init__(self, cfg: GossipConfig, now: float) -> None:
         self.topics: dict[str, None] = {}
         self.msgs_in = TokenBucket(cfg.peer_msgs_per_s, cfg.peer_msgs_burst, now)
         self.bytes_in = TokenBucket(cfg.peer_bytes_per_s, cfg.peer_bytes_burst, now)
         self.throttled_until = -math.inf  # it asked us to push nothing until then
-        self.deferred: dict[bytes, str] = {}  # ids held back from it -> topic
+        # messages held back from it (it throttled us), re-offered by IHAVE once it
+        # lifts; kept here, not only in the message cache, so a long push-back loses
+        # nothing; `offered` keeps the last batch offered, for its IWANT
+        self.deferred: dict[bytes, GossipMessage] = {}
+        self.offered: dict[bytes, GossipMessage] = {}
         self.ihaves = 0  # IHAVEs from it this heartbeat
 
 
@@ -262,7 +274,11 @@ class GossipRouter:
                 self._on_ihave(from_peer, peer, topic, ids, now, out)
             case IWant(msg_ids=ids):
                 for msg_id in ids:
-                    found = self._mcache.get(msg_id)
+                    found = (
+                        self._mcache.get(msg_id)
+                        or peer.offered.pop(msg_id, None)
+                        or peer.deferred.pop(msg_id, None)
+                    )
                     if found is not None:
                         out.append(SendMessage(from_peer, Publish(found)))
             case Graft(topic=topic):
@@ -276,9 +292,9 @@ class GossipRouter:
                 until = now + min(retry, self.config.throttle_backoff_s_max)
                 peer.throttled_until = max(peer.throttled_until, until)
                 for msg_id in ids:
-                    held = self._mcache.get(msg_id)
+                    held = self._mcache.get(msg_id) or peer.offered.get(msg_id)
                     if held is not None:
-                        self._defer(peer, msg_id, held.topic)
+                        self._defer(peer, msg_id, held)
                 out.append(ThrottledBy(from_peer, peer.throttled_until, ids))
             case Receipts(entries=entries):
                 self._on_receipts(from_peer, entries, now, out)
@@ -329,6 +345,7 @@ class GossipRouter:
             retry = min(retry, self.config.throttle_backoff_s_max)
             out.append(SendMessage(key, Throttle(retry, (msg_id,))))
             out.append(PeerRateLimited(key, msg_id, retry))
+            self._iwant_sent.pop(msg_id, None)  # not taken: accept the next offer of it
             return
         peer.msgs_in.take(1, now)
         peer.bytes_in.take(size, now)
@@ -368,15 +385,15 @@ class GossipRouter:
             if peer is None:
                 continue
             if peer.throttled_until > now:
-                self._defer(peer, msg_id, msg.topic)  # offered by IHAVE once it lifts
+                self._defer(peer, msg_id, msg)  # offered by IHAVE once it lifts
             else:
                 out.append(SendMessage(p, Publish(msg)))
 
-    def _defer(self, peer: _Peer, msg_id: bytes, topic: str) -> None:
-        peer.deferred[msg_id] = topic
-        cap = self.config.wire.ids_per_message_max * 4
-        while len(peer.deferred) > cap:
-            # older ids than this will have left the message cache anyway
+    def _defer(self, peer: _Peer, msg_id: bytes, msg: GossipMessage) -> None:
+        peer.deferred[msg_id] = msg
+        while len(peer.deferred) > self.config.deferred_max:
+            # the bound on memory: the oldest held-back message is offered no more
+            # (others still reach that peer through the mesh and IHAVE gossip)
             del peer.deferred[next(iter(peer.deferred))]
 
     def _publish_targets(self, topic: str, now: float) -> list[bytes]:
@@ -408,11 +425,15 @@ class GossipRouter:
             return
         budget = int(min(peer.msgs_in.available(now), len(ids)))
         want: list[bytes] = []
+        later: list[bytes] = []
         for msg_id in ids:
-            if len(want) >= budget:
-                break
             if self._seen.get(msg_id, now) is None and self._iwant_sent.get(msg_id, -1.0) <= now:
-                want.append(msg_id)
+                (want if len(want) < budget else later).append(msg_id)
+        if later:
+            # more on offer than this peer's budget: push back on the pull as well
+            need = min(float(len(later)), peer.msgs_in.burst)
+            retry = min(peer.msgs_in.wait_s(need, now), self.config.throttle_backoff_s_max)
+            out.append(SendMessage(key, Throttle(retry, tuple(later))))
         if not want:
             return
         until = now + self.config.iwant_followup_s
@@ -574,10 +595,10 @@ class GossipRouter:
             if not peer.deferred or peer.throttled_until > now:
                 continue
             by_topic: dict[str, list[bytes]] = {}
-            for msg_id, topic in peer.deferred.items():
-                if self._mcache.get(msg_id) is not None:
-                    by_topic.setdefault(topic, []).append(msg_id)
-            peer.deferred.clear()
+            for msg_id, msg in peer.deferred.items():
+                by_topic.setdefault(msg.topic, []).append(msg_id)
+            peer.offered = peer.deferred
+            peer.deferred = {}
             for topic, ids in by_topic.items():
                 for i in range(0, len(ids), cap):
                     out.append(SendMessage(key, IHave(topic, tuple(ids[i : i + cap]))))
