@@ -194,7 +194,7 @@ class Host:
                 "inbound connection from %s dropped: %s: %s",
                 remote_addr,
                 type(error).__name__,
-                error,
+                str(error) or f"no upgrade within {self.config.upgrade_timeout_s}s",
             )
             await raw.aclose()
             return

@@ -19,12 +19,12 @@ from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_pair
 from libp2p.host.ping import PingService
 from libp2p.identity.identify.identify import ID as IDENTIFY_ID
 from libp2p.identity.identify.identify import parse_identify_response
+from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
-from libp2p.network.stream.exceptions import StreamEOF
 
 
 def report(**fields):
@@ -58,7 +58,9 @@ async def main(mode, target):
     key_pair = create_new_key_pair()
     host = new_host(
         key_pair=key_pair,
-        sec_opt={NOISE_ID: NoiseTransport(key_pair, noise_privkey=create_x25519_pair().private_key)},
+        sec_opt={
+            NOISE_ID: NoiseTransport(key_pair, noise_privkey=create_x25519_pair().private_key)
+        },
         muxer_opt={YAMUX_ID: Yamux},
     )
     listen = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")] if mode == "listen" else []
