@@ -431,8 +431,10 @@ class GossipRouter:
                 (want if len(want) < budget else later).append(msg_id)
         if later:
             # more on offer than this peer's budget: push back on the pull as well
-            need = min(float(len(later)), peer.msgs_in.burst)
-            retry = min(peer.msgs_in.wait_s(need, now), self.config.throttle_backoff_s_max)
+            deficit = len(want) + len(later) - peer.msgs_in.available(now)
+            rate = peer.msgs_in.rate
+            cap = self.config.throttle_backoff_s_max
+            retry = min(deficit / rate, cap) if rate > 0 else cap
             out.append(SendMessage(key, Throttle(retry, tuple(later))))
         if not want:
             return
