@@ -67,6 +67,7 @@ from colonymesh.node.spec import (
     format_bytes,
     format_millicores,
     resolve_command,
+    validate_function_spec,
 )
 
 __all__ = [
@@ -252,6 +253,7 @@ def job_manifest(
     """
     _check_process_id(process_id)
     config.check()
+    spec = validate_function_spec(spec)
     name = workload_name(config.name_prefix, process_id)
     labels = {**MANAGED_BY, "colonymesh.io/workload": name}
     containers = _containers(spec, process_id, config, name, single_name=name)
@@ -281,6 +283,7 @@ def deployment_manifest(
     """The apps/v1 Deployment running ``spec`` as a long-lived service (``replicas`` = nodes)."""
     _check_process_id(process_id)
     config.check()
+    spec = validate_function_spec(spec)
     name = workload_name(config.name_prefix, process_id)
     labels = {"app": name, **MANAGED_BY}
     image_probe = resolve_command(

@@ -50,7 +50,7 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from colonymesh.node.spec import FunctionSpec, SpecError, resolve_command
+from colonymesh.node.spec import FunctionSpec, SpecError, resolve_command, validate_function_spec
 
 __all__ = [
     "ContainerRuntime",
@@ -214,6 +214,7 @@ def to_sbatch(spec: FunctionSpec, process_id: str, config: SlurmConfig) -> Sbatc
     if not _PROCESS_ID.match(process_id):
         raise ValueError("process_id must match [A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
     config.check()
+    spec = validate_function_spec(spec)
     stem = f"{config.log_dir.rstrip('/')}/{process_id}_%j"
     job = SbatchJob(
         script="",

@@ -26,7 +26,11 @@ from colonymesh.node.spec.model import (
     SyncDirMount,
     WorkflowSpec,
 )
-from colonymesh.node.spec.parse import parse_function_spec, parse_workflow_spec
+from colonymesh.node.spec.parse import (
+    parse_function_spec,
+    parse_workflow_spec,
+    validate_function_spec,
+)
 from colonymesh.node.spec.quantity import (
     QuantityError,
     format_bytes,
@@ -59,5 +63,6 @@ __all__ = [
     "parse_workflow_spec",
     "resolve_command",
     "spec_id",
+    "validate_function_spec",
     "workflow_id",
 ]

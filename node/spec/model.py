@@ -26,8 +26,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from colonymesh.node.spec.errors import SpecError
 from colonymesh.node.spec.jsonvalue import FrozenMap, JsonValue, thaw
-from colonymesh.node.spec.quantity import parse_bytes, parse_millicores
+from colonymesh.node.spec.quantity import QuantityError, parse_bytes, parse_millicores
 
 __all__ = [
     "Conditions",
@@ -41,8 +42,18 @@ __all__ = [
 ]
 
 
-def _bytes_or_none(text: str) -> int | None:
-    return parse_bytes(text) if text else None
+def _bytes_or_none(text: str, path: str) -> int | None:
+    try:
+        return parse_bytes(text) if text else None
+    except QuantityError as error:  # only for hand-built specs: parsing refuses these
+        raise SpecError(path, str(error)) from None
+
+
+def _millicores_or_none(text: str, path: str) -> int | None:
+    try:
+        return parse_millicores(text) if text else None
+    except QuantityError as error:
+        raise SpecError(path, str(error)) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +67,7 @@ class Gpu:
 
     @property
     def mem_bytes(self) -> int | None:
-        return _bytes_or_none(self.mem)
+        return _bytes_or_none(self.mem, "conditions.gpu.mem")
 
     def to_json_obj(self) -> dict[str, object]:
         return {
@@ -87,15 +98,15 @@ class Conditions:
 
     @property
     def cpu_millicores(self) -> int | None:
-        return parse_millicores(self.cpu) if self.cpu else None
+        return _millicores_or_none(self.cpu, "conditions.cpu")
 
     @property
     def mem_bytes(self) -> int | None:
-        return _bytes_or_none(self.mem)
+        return _bytes_or_none(self.mem, "conditions.mem")
 
     @property
     def storage_bytes(self) -> int | None:
-        return _bytes_or_none(self.storage)
+        return _bytes_or_none(self.storage, "conditions.storage")
 
     def to_json_obj(self) -> dict[str, object]:
         return {

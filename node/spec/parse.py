@@ -55,6 +55,7 @@ __all__ = [
     "WORKFLOW_SPECS_MAX",
     "parse_function_spec",
     "parse_workflow_spec",
+    "validate_function_spec",
 ]
 
 # --- limits (units last; every limit is checked, every refusal names it) ---
@@ -144,6 +145,19 @@ def parse_function_spec(obj: object) -> FunctionSpec:
     spec = _function_spec(document, "")
     _check_size(spec.to_json(), SPEC_JSON_BYTES_MAX, "function spec")
     return spec
+
+
+def validate_function_spec(spec: FunctionSpec) -> FunctionSpec:
+    """Check a spec built by hand (not parsed) by the same rules; return the normalised spec.
+
+    Translators call this first, so a malformed spec is refused with a
+    field-named ``SpecError`` however it was made.
+    """
+    try:
+        obj = spec.to_json_obj()
+    except (TypeError, ValueError, AttributeError) as error:
+        raise SpecError("", f"not a well-formed FunctionSpec: {error}") from None
+    return parse_function_spec(obj)
 
 
 def parse_workflow_spec(obj: object) -> WorkflowSpec:

@@ -104,7 +104,12 @@ byte_quantities = st.sampled_from(["", "1", "1k", "512Mi", "10G", "3Gi", "1.5Ki"
 def specs(draw: st.DrawFn) -> dict[str, Any]:
     return {
         "funcname": "train",
-        "args": draw(st.lists(st.text(max_size=10) | st.integers() | st.booleans(), max_size=4)),
+        "args": draw(
+            st.lists(
+                st.text(max_size=10) | st.integers(-(2**63) + 1, 2**63 - 1) | st.booleans(),
+                max_size=4,
+            )
+        ),
         "maxretries": draw(st.integers(-1, 20)),
         "env": draw(
             st.dictionaries(
