@@ -110,6 +110,10 @@ class HardStateFile:
         if best is None:
             raise CorruptHardStateError(path, 0, "; ".join(reasons))
         fd = os.open(path, os.O_RDWR)
+        if fsync:
+            # The winning slot may be a write a crashed process never synced:
+            # make it durable before the other slot, the old durable one, is reused.
+            os.fdatasync(fd)
         return cls(path, fd, best[0], best[1], best[2])
 
     @property

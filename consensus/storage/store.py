@@ -225,6 +225,13 @@ class LogStore:
         self._firsts = [seg.first_index for seg in rec.segments]
         self._terms = rec.terms
         self._last_index = self._durable_index = rec.last_index
+        if self._fsync:
+            # What a crashed process wrote but never synced may still sit in the
+            # page cache only. It is part of the log now (a restarted node will
+            # vouch for it), so make it durable before reporting it as such.
+            for seg in self._segments:
+                seg.sync()
+            fsync_dir(self._dir)
         log.info(
             "opened log store %s: entries %d..%d in %d segment(s), snapshot at %d",
             self._dir,
@@ -523,7 +530,8 @@ class LogStore:
                 if not keep:
                     self._discard_all_segments()
                     self._start_fresh_segment()
-                    self._durable_index = meta.index
+                # The snapshot itself is durable: so is everything it covers.
+                self._durable_index = max(self._durable_index, meta.index)
             log.info(
                 "snapshot saved at index %d term %d (log %s)",
                 meta.index,
