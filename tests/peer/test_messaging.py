@@ -1,0 +1,212 @@
+"""In-process tests of the messaging API: answers, one-way, deadlines, errors, bad frames."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+from peerkit import Echo, Note, clock, member_config
+
+from colonymesh.node.envelope import EnvelopeSealer
+from colonymesh.node.identity import KeyPair, Signer
+from colonymesh.node.messages import Ping
+from colonymesh.node.peer.errors import (
+    MessagingError,
+    PeerUnreachable,
+    RemoteError,
+    RequestTimeout,
+)
+from colonymesh.node.peer.framing import encode_frame
+from colonymesh.node.peer.messaging import (
+    REQUEST_PROTOCOL,
+    SEND_PROTOCOL,
+    Incoming,
+    MessagingConfig,
+)
+from colonymesh.node.peer.peer import Peer
+from colonymesh.node.transport.varint import encode_uvarint
+from support.colony import ColonyFixture
+
+
+async def _echo(incoming: Incoming) -> Echo:
+    return Echo("echo:" + incoming.body.text)
+
+
+async def test_request_answer_and_one_way(lab: ColonyFixture) -> None:
+    notes: list[tuple[str, str]] = []
+    arrived = trio.Event()
+
+    async def on_note(incoming: Incoming) -> None:
+        notes.append((incoming.peer_id, incoming.body.text))
+        arrived.set()
+
+    async with Peer.open(member_config(lab, 0)) as a, Peer.open(member_config(lab, 1)) as b:
+        b.on("test.echo", _echo)
+        b.on("test.note", on_note)
+        assert await a.connect(b.listen_addrs[0]) == b.peer_id
+        assert a.connected_peers() == [b.peer_id]
+        assert await a.request(b.peer_id, Echo("hi"), timeout=5) == Echo("echo:hi")
+        rtt = await a.ping(b.peer_id, timeout=5)
+        assert 0 < rtt < 5
+        await a.send(b.peer_id, Note("fire and forget"), timeout=5)
+        with trio.fail_after(5):
+            await arrived.wait()
+        assert notes == [(a.peer_id, "fire and forget")]
+        # b answers over the same connection (reused, not redialled).
+        assert await b.request(a.peer_id, Ping(b"\x01" * 16), timeout=5) is not None
+        assert b.connections.counters["dials"] == 0
+        stats_a, stats_b = a.statistics(), b.statistics()
+        assert stats_a["messaging"]["requests_answered"] == 2
+        assert stats_b["messaging"]["messages_received"] == 1
+        assert stats_b["gating"]["admitted_now"] == 1
+
+
+async def test_dial_by_peer_id_from_address_book(lab: ColonyFixture) -> None:
+    async with Peer.open(member_config(lab, 0)) as a, Peer.open(member_config(lab, 1)) as b:
+        b.on("test.echo", _echo)
+        with pytest.raises(PeerUnreachable, match="no known address"):
+            await a.request(b.peer_id, Echo("x"), timeout=2)
+        a.add_address(b.peer_id, b.listen_addrs[0])
+        assert await a.request(b.peer_id, Echo("y"), timeout=5) == Echo("echo:y")
+        assert await a.request(b.peer_id, Echo("z"), timeout=5) == Echo("echo:z")
+        assert a.connections.counters["dials"] == 1
+        assert a.connections.counters["reused"] >= 1
+
+
+async def test_deadline_cancels_a_slow_request(lab: ColonyFixture) -> None:
+    cancelled = trio.Event()
+
+    async def stall(incoming: Incoming) -> Echo:
+        try:
+            await trio.sleep_forever()
+        finally:
+            cancelled.set()
+        raise AssertionError("unreachable")
+
+    b_config = member_config(lab, 1, messaging=MessagingConfig(handler_timeout_s=1.0))
+    async with Peer.open(member_config(lab, 0)) as a, Peer.open(b_config) as b:
+        b.on("test.echo", stall)
+        await a.connect(b.listen_addrs[0])
+        started = trio.current_time()
+        with pytest.raises(RequestTimeout):
+            await a.request(b.peer_id, Echo("slow"), timeout=0.3)
+        assert trio.current_time() - started < 1.5
+        # The remote handler is bounded by its own deadline.
+        with trio.fail_after(5):
+            await cancelled.wait()
+        await trio.sleep(0.05)
+        assert b.statistics()["messaging"]["handler_errors"] == 1
+        assert a.statistics()["messaging"]["requests_failed"] == 1
+        # The connection survives a timed-out request.
+        assert await a.ping(b.peer_id, timeout=5) > 0
+
+
+async def test_remote_errors_are_typed(lab: ColonyFixture) -> None:
+    async def broken(incoming: Incoming) -> Echo:
+        raise ValueError("boom")
+
+    async def silent(incoming: Incoming) -> None:
+        return None
+
+    async with Peer.open(member_config(lab, 0)) as a, Peer.open(member_config(lab, 1)) as b:
+        await a.connect(b.listen_addrs[0])
+        with pytest.raises(RemoteError) as caught:
+            await a.request(b.peer_id, Echo("nobody"), timeout=5)
+        assert caught.value.code == "no_handler"
+        b.on("test.echo", broken)
+        with pytest.raises(RemoteError) as caught:
+            await a.request(b.peer_id, Echo("x"), timeout=5)
+        assert caught.value.code == "handler_failed" and "boom" in caught.value.remote_message
+        b.on("test.note", silent)
+        with pytest.raises(RemoteError) as caught:
+            await a.request(b.peer_id, Note("x"), timeout=5)
+        assert caught.value.code == "no_answer"
+        assert b.statistics()["messaging"]["handler_errors"] == 1
+        assert a.connected_peers() == [b.peer_id]  # errors do not cost the connection
+
+
+async def test_oversized_frames_are_refused_both_ways(lab: ColonyFixture) -> None:
+    async with Peer.open(member_config(lab, 0)) as a, Peer.open(member_config(lab, 1)) as b:
+        b.on("test.echo", _echo)
+        await a.connect(b.listen_addrs[0])
+        cap = a.config.messaging.frame_bytes_max
+        with pytest.raises(MessagingError, match="exceeds the cap"):
+            await a.request(b.peer_id, Echo("x" * (cap + 1)), timeout=5)
+        # Forge an oversized announcement straight onto an admitted connection.
+        connection = a.connections.connection_to(b.peer_id)
+        assert connection is not None
+        stream = await connection.open_stream([REQUEST_PROTOCOL])
+        await stream.send_all(encode_uvarint(cap + 1))
+        with trio.fail_after(5):
+            await connection.wait_closed()
+        assert b.statistics()["messaging"]["refused"] == {"FrameTooLarge": 1}
+        # b keeps running and takes a new connection.
+        await a.connect(b.listen_addrs[0])
+        assert await a.request(b.peer_id, Echo("again"), timeout=5) == Echo("echo:again")
+
+
+@pytest.mark.parametrize("forgery", ["garbage", "foreign_signer", "bad_signature", "replay"])
+async def test_bad_envelopes_close_the_connection_and_are_counted(
+    lab: ColonyFixture, forgery: str
+) -> None:
+    async with Peer.open(member_config(lab, 0)) as a, Peer.open(member_config(lab, 1)) as b:
+        b.on("test.note", _echo)
+        await a.connect(b.listen_addrs[0])
+        connection = a.connections.connection_to(b.peer_id)
+        assert connection is not None
+        colony_id = lab.colony.colony_id
+        good = a.messenger._sealer  # a's own numbering: a second sealer would skip ahead
+        if forgery == "garbage":
+            frame = b"\xff\x00 not cbor"
+        elif forgery == "foreign_signer":  # a member of the colony, but not this connection
+            frame = EnvelopeSealer(Signer(lab.members[2].keys), colony_id, clock()).seal(
+                Note("x"), clock()
+            )
+        elif forgery == "bad_signature":
+            frame = bytearray(good.seal(Note("x"), clock()))
+            frame[-1] ^= 1
+            frame = bytes(frame)
+        else:
+            frame = good.seal(Note("x"), clock())  # accepted once, then a replay
+            first = await connection.open_stream([SEND_PROTOCOL])
+            await first.send_all(encode_frame(frame, 1 << 20))
+            await first.send_eof()
+            await trio.sleep(0.2)
+            assert not connection.is_closed
+        stream = await connection.open_stream([SEND_PROTOCOL])
+        await stream.send_all(encode_frame(frame, 1 << 20))
+        await stream.send_eof()
+        with trio.fail_after(5):
+            await connection.wait_closed()
+        refused = b.statistics()["messaging"]["refused"]
+        expected = {
+            "garbage": "MalformedFrame",
+            "foreign_signer": "UnknownSender",
+            "bad_signature": "BadSignature",
+            "replay": "ReplayedEnvelope",
+        }[forgery]
+        assert refused == {expected: 1}
+        await a.connect(b.listen_addrs[0])
+        assert b.connected_peers() == [a.peer_id]
+
+
+async def test_colony_streams_before_presentation_are_reset(lab: ColonyFixture) -> None:
+    from colonymesh.node.transport.host import Host
+
+    async with Peer.open(member_config(lab, 1)) as b, Host.open(lab.members[0].keys) as raw:
+        connection = await raw.dial_addr(b.listen_addrs[0])
+        stream = await connection.open_stream([REQUEST_PROTOCOL])
+        with pytest.raises(trio.BrokenResourceError):
+            await stream.send_all(b"x")
+            await stream.receive_some()
+            await stream.send_all(b"x")
+        assert b.statistics()["gating"]["streams_refused"] == 1
+        # Without a presentation the connection is cut after the timeout.
+        with trio.fail_after(5):
+            await connection.wait_closed()
+        assert b.statistics()["gating"]["refused"]["no_certificate"] == 1
+
+
+async def test_send_to_unknown_peer_is_unreachable(lab: ColonyFixture) -> None:
+    async with Peer.open(member_config(lab, 0)) as a:
+        with pytest.raises(PeerUnreachable):
+            await a.send(KeyPair.generate().peer_id, Note("x"), timeout=1)
