@@ -84,6 +84,7 @@ PROCESS_ID_ANNOTATION = "colonymesh.io/process-id"
 FUNCNAME_ANNOTATION = "colonymesh.io/funcname"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "colonymesh"}
 CONTAINERS_PER_POD_MAX = 64
+INDEXED_COMPLETIONS_MAX = 100_000  # the API server's limit for completionMode: Indexed
 _PULL_POLICIES = ("", "Always", "IfNotPresent", "Never")
 _QUALIFIED_KEY = re.compile(
     r"([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?\Z"
@@ -261,6 +262,10 @@ def job_manifest(
     pod["restartPolicy"] = "Never"
     job_spec: dict[str, object] = {"template": {"metadata": {"labels": dict(labels)}, "spec": pod}}
     nodes = spec.conditions.nodes
+    if nodes > INDEXED_COMPLETIONS_MAX:
+        raise SpecError(
+            "conditions.nodes", f"is more than {INDEXED_COMPLETIONS_MAX} pods of an Indexed Job"
+        )
     if nodes > 1:
         job_spec.update(completions=nodes, parallelism=nodes, completionMode="Indexed")
     if spec.maxretries >= 0:

@@ -8,6 +8,7 @@ only when the whole document is at fault (too big, not JSON at all).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 
@@ -34,10 +35,15 @@ class SpecError(ValueError):
         return SpecError(f"{prefix}{sep}{self.path}", self.reason)
 
 
+@functools.lru_cache(maxsize=1024)
+def _is_plain(key: str) -> bool:
+    return _PLAIN_KEY.match(key) is not None
+
+
 def join_path(parent: str, child: str | int) -> str:
     """Extend a JSON path by an object key or a list index."""
     if isinstance(child, int):
         return f"{parent}[{child}]"
-    if _PLAIN_KEY.match(child):
+    if _is_plain(child):
         return f"{parent}.{child}" if parent else child
     return f"{parent}[{json.dumps(child)}]"

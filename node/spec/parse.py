@@ -276,15 +276,14 @@ def _text(
     obj: Mapping[str, object], key: str, path: str, chars_max: int, *, control_ok: bool = False
 ) -> str:
     value = obj.get(key)
-    here = join_path(path, key)
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise SpecError(here, "must be a string")
+        raise SpecError(join_path(path, key), "must be a string")
     if len(value) > chars_max:
-        raise SpecError(here, f"is longer than {chars_max} characters")
+        raise SpecError(join_path(path, key), f"is longer than {chars_max} characters")
     if not control_ok and _CONTROL.search(value):
-        raise SpecError(here, "must not contain control characters")
+        raise SpecError(join_path(path, key), "must not contain control characters")
     return value
 
 
@@ -303,13 +302,12 @@ def _int(
     obj: Mapping[str, object], key: str, path: str, low: int, high: int, default: int, what: str
 ) -> int:
     value = obj.get(key)
-    here = join_path(path, key)
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int):
-        raise SpecError(here, f"must be {what}")
+        raise SpecError(join_path(path, key), f"must be {what}")
     if not low <= value <= high:
-        raise SpecError(here, f"must be {what}, got {value}")
+        raise SpecError(join_path(path, key), f"must be {what}, got {value}")
     return value
 
 
@@ -334,27 +332,30 @@ def _bool(obj: Mapping[str, object], key: str, path: str) -> bool:
 
 def _list(obj: Mapping[str, object], key: str, path: str, items_max: int) -> list[object]:
     value = obj.get(key)
-    here = join_path(path, key)
     if value is None:
         return []
     if not isinstance(value, list):
-        raise SpecError(here, "must be a list")
+        raise SpecError(join_path(path, key), "must be a list")
     if len(value) > items_max:
-        raise SpecError(here, f"holds more than {items_max} items")
+        raise SpecError(join_path(path, key), f"holds more than {items_max} items")
     return value
 
 
 def _names(obj: Mapping[str, object], key: str, path: str, items_max: int) -> tuple[str, ...]:
-    here = join_path(path, key)
     seen: dict[str, int] = {}
     for index, item in enumerate(_list(obj, key, path, items_max)):
-        item_path = join_path(here, index)
         if not isinstance(item, str) or not item:
-            raise SpecError(item_path, "must be a non-empty string")
+            raise SpecError(join_path(join_path(path, key), index), "must be a non-empty string")
         if len(item) > NAME_CHARS_MAX or _CONTROL.search(item):
-            raise SpecError(item_path, "must be a short name without control characters")
+            raise SpecError(
+                join_path(join_path(path, key), index),
+                "must be a short name without control characters",
+            )
         if item in seen:
-            raise SpecError(item_path, f"{item!r} is already listed at [{seen[item]}]")
+            raise SpecError(
+                join_path(join_path(path, key), index),
+                f"{item!r} is already listed at [{seen[item]}]",
+            )
         seen[item] = index
     return tuple(seen)
 

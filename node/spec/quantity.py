@@ -61,6 +61,7 @@ _DECIMAL = {
     "E": Fraction(10**18),
 }
 _SUB_UNIT = ("n", "u", "m")
+_WHOLE = {**_BINARY, **{k: int(v) for k, v in _DECIMAL.items() if v.denominator == 1}}
 
 
 class QuantityError(ValueError):
@@ -78,7 +79,10 @@ def _parse(text: object, example: str) -> tuple[Fraction, str]:
     if match["sign"] == "-" and Fraction(match["number"]) != 0:
         raise QuantityError(f"{text!r} is negative")
     suffix = match["suffix"]
-    number = Fraction(match["number"])
+    digits = match["number"]
+    if digits.isdigit() and suffix in _WHOLE:  # the common case, without Fraction
+        return Fraction(int(digits) * _WHOLE[suffix]), suffix
+    number = Fraction(digits)
     if suffix in _BINARY:
         return number * _BINARY[suffix], suffix
     if suffix in _DECIMAL:

@@ -150,6 +150,7 @@ def test_image_from_config_and_colonyos_cmd() -> None:
             "conditions.processespernode",
         ),
         (IMAGE, {"funcname": "unregistered"}, "funcname"),
+        (IMAGE, {"conditions": {"executortype": "k8s", "nodes": 100_001}}, "conditions.nodes"),
     ],
 )
 def test_inexpressible_specs_are_refused_by_field(
