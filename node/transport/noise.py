@@ -117,6 +117,12 @@ class CipherState:
             return bytes(plaintext)
         return self._aead.encrypt(self._next_nonce(), plaintext, ad or None)
 
+    def encrypt_into(self, plaintext: memoryview, out: memoryview) -> None:
+        """Seal ``plaintext`` into ``out`` (exactly 16 bytes longer), empty associated data."""
+        if self._aead is None:
+            raise LocalProtocolError("transport cipher without a key")
+        self._aead.encrypt_into(self._next_nonce(), plaintext, None, out)
+
     def decrypt(self, ad: bytes, ciphertext: bytes | memoryview) -> bytes:
         if self._aead is None:
             return bytes(ciphertext)
@@ -225,19 +231,26 @@ class NoiseSender:
     def __init__(self, cipher: CipherState) -> None:
         self._cipher = cipher
 
-    def seal(self, plaintext: bytes | bytearray | memoryview) -> bytes:
-        """``plaintext`` cut into frames of at most 65519 bytes, each sealed and framed."""
+    def seal(self, plaintext: bytes | bytearray | memoryview) -> bytearray:
+        """``plaintext`` cut into frames of at most 65519 bytes, each sealed and framed.
+
+        Ciphertexts are written in place into one buffer (no per-frame join).
+        """
         view = memoryview(plaintext)
         total = len(view)
-        if total <= PLAINTEXT_BYTES_MAX:
-            sealed = self._cipher.encrypt(b"", view)
-            return _LENGTH.pack(len(sealed)) + sealed
-        parts: list[bytes] = []
-        for start in range(0, total, PLAINTEXT_BYTES_MAX):
-            sealed = self._cipher.encrypt(b"", view[start : start + PLAINTEXT_BYTES_MAX])
-            parts.append(_LENGTH.pack(len(sealed)))
-            parts.append(sealed)
-        return b"".join(parts)
+        frames = max(1, -(-total // PLAINTEXT_BYTES_MAX))
+        out = bytearray(total + frames * (2 + TAG_BYTES))
+        out_view = memoryview(out)
+        position = 0
+        encrypt_into = self._cipher.encrypt_into
+        pack_into = _LENGTH.pack_into
+        for start in range(0, max(total, 1), PLAINTEXT_BYTES_MAX):
+            chunk = view[start : start + PLAINTEXT_BYTES_MAX]
+            sealed_bytes = len(chunk) + TAG_BYTES
+            pack_into(out, position, sealed_bytes)
+            encrypt_into(chunk, out_view[position + 2 : position + 2 + sealed_bytes])
+            position += 2 + sealed_bytes
+        return out
 
 
 class NoiseReceiver:
@@ -247,34 +260,47 @@ class NoiseReceiver:
 
     def __init__(self, cipher: CipherState) -> None:
         self._cipher = cipher
-        self._buffer = bytearray()
+        self._buffer = bytearray()  # at most one partial frame
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         """The plaintexts of every whole frame now available (maybe none)."""
-        if self._buffer:
-            self._buffer += data
-            source: bytes | bytearray | memoryview = self._buffer
-        else:
-            source = data
-        view = memoryview(source)
+        view = memoryview(data)
         out: list[bytes] = []
         position = 0
         end = len(view)
         decrypt = self._cipher.decrypt
+        buffer = self._buffer
+        if buffer:  # complete the partial frame from the front of ``data`` only
+            if len(buffer) < 2:
+                taken = min(2 - len(buffer), end)
+                buffer += view[:taken]
+                position = taken
+                if len(buffer) < 2:
+                    return out
+            length = _frame_length(buffer[0], buffer[1])
+            taken = min(2 + length - len(buffer), end - position)
+            buffer += view[position : position + taken]
+            position += taken
+            if len(buffer) < 2 + length:
+                return out
+            out.append(decrypt(b"", memoryview(buffer)[2:]))
+            buffer.clear()
         while end - position >= 2:
-            length = (view[position] << 8) | view[position + 1]
-            if length < TAG_BYTES:
-                raise MalformedMessage(f"Noise frame of {length} bytes is shorter than its tag")
+            length = _frame_length(view[position], view[position + 1])
             if end - position - 2 < length:
                 break
             out.append(decrypt(b"", view[position + 2 : position + 2 + length]))
             position += 2 + length
-        view.release()
-        if source is self._buffer:
-            del self._buffer[:position]
-        elif position < end:
-            self._buffer += memoryview(source)[position:]
+        if position < end:
+            buffer += view[position:]
         return out
+
+
+def _frame_length(high: int, low: int) -> int:
+    length = (high << 8) | low
+    if length < TAG_BYTES:
+        raise MalformedMessage(f"Noise frame of {length} bytes is shorter than its tag")
+    return length
 
 
 # --- the handshake --------------------------------------------------------

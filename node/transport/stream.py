@@ -105,6 +105,7 @@ class MuxedStream(trio.abc.HalfCloseableStream):
             self._check_sendable()
             await trio.lowlevel.checkpoint()
             return
+        await trio.lowlevel.checkpoint_if_cancelled()
         while offset < total:
             self._check_sendable()
             try:
