@@ -12,7 +12,8 @@ Why a stream and not the transport's gate hook: the hook runs inside the
 Noise handshake and sees only the proven key; libp2p's handshake payload has
 no room for our certificate without an extension other libp2p peers would
 not send. The hook is still used, for what it can decide from the key alone:
-a key whose certificate we know to be revoked is refused before yamux starts.
+a key refused as revoked in the last minute is refused again before yamux
+starts (so a revoked member redialling in a loop costs one handshake each).
 
 Invariants:
 
@@ -39,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -57,7 +59,7 @@ from colonymesh.node.errors import (
     WireError,
 )
 from colonymesh.node.messages import PresentCertificate
-from colonymesh.node.peer.errors import NotAdmitted
+from colonymesh.node.peer.errors import NotAdmitted, StreamEnded
 from colonymesh.node.peer.framing import receive_frame, send_frame
 from colonymesh.node.transport import identify, ping
 from colonymesh.node.transport.connection import Connection, StreamHandler
@@ -70,6 +72,8 @@ log = logging.getLogger("colonymesh.node.peer")
 
 PROTOCOL_ID = "/colonymesh/membership/1.0.0"
 PRESENTATION_BYTES_MAX = 32 * 1024
+_REVOKED_KEYS_MAX = 4096
+_REVOKED_KEY_HOLD_S = 60.0
 _PRESENT_KIND = kind_of(PresentCertificate(b""))
 _NETWORK_ERRORS = (
     TransportError,
@@ -211,6 +215,9 @@ class Gatekeeper:
         self.refused: dict[str, int] = {cause.value: 0 for cause in RefusalCause}
         self.cut_later: dict[str, int] = {"revoked": 0, "expired": 0}
         self.admitted_total = 0
+        self.rejected_by_remote = 0
+        # Keys refused as revoked, so their next attempts stop at the handshake (bounded).
+        self._revoked_keys: OrderedDict[bytes, float] = OrderedDict()
         self.streams_refused = 0
         self.on_admitted: Callable[[Connection, Certificate], None] | None = None
 
@@ -230,13 +237,15 @@ class Gatekeeper:
         nursery.start_soon(self._sweeper)
 
     async def gate(self, peer: SecuredPeer) -> bool:
-        """The transport's gate hook: refuse keys we know to be revoked, before yamux."""
-        known = self.membership.known_certificate(peer.public_key)
+        """The transport's gate hook: a key just refused as revoked stops at the handshake.
+
+        Only for ``revoked_key_hold_s``: the owner may re-admit the same key
+        with a new certificate, which must then be heard.
+        """
         self.wake()
-        if known is not None and self.membership.is_revoked(known.serial):
-            self._count(
-                RefusalCause.REVOKED, peer.peer_id, "known revoked key, refused at handshake"
-            )
+        refused_at = self._revoked_keys.get(peer.public_key)
+        if refused_at is not None and trio.current_time() - refused_at < _REVOKED_KEY_HOLD_S:
+            self._count(RefusalCause.REVOKED, peer.peer_id, "revoked key, refused at handshake")
             return False
         return True
 
@@ -290,6 +299,11 @@ class Gatekeeper:
             ):
                 raise Refused(RefusalCause.OVER_CAPACITY, f"{self.config.peers_max} peers already")
         except Refused as refusal:
+            if refusal.cause is RefusalCause.REVOKED:
+                self._revoked_keys.pop(connection.remote_public_key, None)
+                self._revoked_keys[connection.remote_public_key] = trio.current_time()
+                while len(self._revoked_keys) > _REVOKED_KEYS_MAX:
+                    self._revoked_keys.popitem(last=False)
             self._refuse(admission, refusal.cause, str(refusal))
             raise
         admission.certificate = certificate
@@ -342,11 +356,16 @@ class Gatekeeper:
                 finally:
                     await stream.aclose()
         except (*_NETWORK_ERRORS, trio.TooSlowError) as error:
-            if isinstance(error, WireError) and not isinstance(error, TransportError):
-                cause = RefusalCause.BAD_ENVELOPE
+            if isinstance(error, (trio.BrokenResourceError, StreamEnded)):
+                # The remote reset or hung up: it refused us; that is not our refusal.
+                self.rejected_by_remote += 1
+                admission.refused = RefusalCause.NO_CERTIFICATE
+                admission.event().set()
+                self._close_soon(connection)
             else:
-                cause = RefusalCause.NO_CERTIFICATE
-            self._refuse(admission, cause, f"membership exchange failed: {error}")
+                bad = isinstance(error, WireError) and not isinstance(error, TransportError)
+                cause = RefusalCause.BAD_ENVELOPE if bad else RefusalCause.NO_CERTIFICATE
+                self._refuse(admission, cause, f"membership exchange failed: {error}")
             raise NotAdmitted(
                 f"{connection.remote_peer_id} did not admit us or present a certificate "
                 f"({type(error).__name__}: {error})"
@@ -463,6 +482,7 @@ class Gatekeeper:
         if certificate is None:
             return
         if self.membership.is_revoked(certificate.serial):
+            self._revoked_keys[certificate.member_key] = trio.current_time()
             reason = "revoked"
         elif not certificate.not_before <= wall < certificate.not_after:
             reason = "expired"
@@ -487,5 +507,6 @@ class Gatekeeper:
             "refused": dict(self.refused),
             "cut_later": dict(self.cut_later),
             "streams_refused": self.streams_refused,
+            "rejected_by_remote": self.rejected_by_remote,
             "pending": sum(1 for a in self._admissions.values() if a.certificate is None),
         }
