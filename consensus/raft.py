@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, assert_never
 from colonymesh.consensus.confchange import (
     ConfChange,
     ConfChangeError,
+    ConfChangeOp,
     apply_conf_change,
 )
 from colonymesh.consensus.config import RaftConfig
@@ -149,9 +150,14 @@ class RaftNode:
     ) -> None:
         """Create a node, fresh or restarted from its persisted state.
 
-        ``conf`` is the bootstrap configuration (identical on every member);
-        when a ``snapshot`` is given its configuration wins, and
-        ``CONF_CHANGE`` entries in ``entries`` are replayed on top.
+        ``conf`` only matters for a node with no persisted state: the founding
+        members of a group all pass the same bootstrap configuration and each
+        writes it as identical, committed ``CONF_CHANGE`` entries of term 1
+        (one per member, at indexes 1..n, as etcd's bootstrap does); a node
+        that will *join* an existing group passes ``ConfState()`` and learns
+        the configuration from the log the leader sends it. On restart the
+        configuration comes from the snapshot and the ``CONF_CHANGE`` entries
+        after it, and ``conf`` is ignored.
         ``applied`` is how far the state machine already is (default: the
         snapshot index); committed entries after it are applied again.
         """
@@ -160,15 +166,22 @@ class RaftNode:
         self._rng = rng
         self._now = now
         hs = hard_state or HardState()
+        handed_hs = hs
+        fresh = hs == HardState() and not entries and snapshot is None
+        if fresh and (conf.voters or conf.learners):
+            entries = bootstrap_entries(conf)
+            hs = HardState(Term(1), None, LogIndex(len(entries)))
         self.term: Term = hs.term
         self.voted_for: NodeId | None = hs.voted_for
         self._snapshot: Snapshot | None = snapshot
         snap_index = snapshot.meta.index if snapshot else LogIndex(0)
         snap_term = snapshot.meta.term if snapshot else Term(0)
         self.log = RaftLog(snap_index, snap_term, entries, hs.commit)
-        # (index, conf) in log order; the first is the snapshot's or bootstrap conf.
+        if handed_hs != hs:
+            self.log.unstable_from = LogIndex(1)  # the bootstrap entries are not durable yet
+        # (index, conf) in log order; the first is the snapshot's (or empty) conf.
         self._confs: list[tuple[LogIndex, ConfState]] = [
-            (snap_index, snapshot.meta.conf if snapshot else conf)
+            (snap_index, snapshot.meta.conf if snapshot else ConfState())
         ]
         self.applied: LogIndex = max(applied if applied is not None else snap_index, snap_index)
         if self.applied > self.log.committed:
@@ -193,7 +206,7 @@ class RaftNode:
         self._snap_recv: tuple[SnapshotMeta, bytearray] | None = None
         self._pending_snapshot: Snapshot | None = None
         self._pending_restore = False
-        self._handed_hs = hs
+        self._handed_hs = handed_hs
         self._outstanding: Ready | None = None
         self._track_conf_entries(self.log.slice(self.log.first_index(), self.log.last_index() + 1))
         self._reset_election_timer(now)
@@ -996,3 +1009,14 @@ class RaftNode:
 
 
 _NO_HINT = (LogIndex(0), Term(0))
+
+
+def bootstrap_entries(conf: ConfState) -> list[Entry]:
+    """The founding configuration as committed term-1 entries, identical on every
+    founding member (voters first, then learners, each sorted)."""
+    changes = [ConfChange(ConfChangeOp.ADD_VOTER, v) for v in sorted(conf.voters)]
+    changes += [ConfChange(ConfChangeOp.ADD_LEARNER, n) for n in sorted(conf.learners)]
+    return [
+        Entry(Term(1), LogIndex(k + 1), EntryKind.CONF_CHANGE, change.encode())
+        for k, change in enumerate(changes)
+    ]

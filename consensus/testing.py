@@ -184,6 +184,7 @@ class Cluster:
             voters=tuple(NodeId(v) for v in voters), learners=tuple(NodeId(n) for n in learners)
         )
         self.ids: list[NodeId] = [NodeId(i) for i in [*voters, *learners, *extra]]
+        self.joiners = {NodeId(i) for i in extra}
         self.stores: dict[NodeId, MemoryStore] = {i: MemoryStore() for i in self.ids}
         self.machines: dict[NodeId, HashMachine] = {i: HashMachine() for i in self.ids}
         self.nodes: dict[NodeId, RaftNode | None] = {}
@@ -208,7 +209,7 @@ class Cluster:
             machine.restore(store.snapshot.data)
         return RaftNode(
             i,
-            self.bootstrap,
+            ConfState() if i in self.joiners else self.bootstrap,
             self.config,
             self.rng_factory(i),
             self.now,

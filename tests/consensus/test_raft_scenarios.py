@@ -85,6 +85,7 @@ class Runner:
             extra=extra,
             config=config,
         )
+        self.cluster.process_all()  # persist and apply the bootstrap entries quietly
         return []
 
     def _dispatch(self, name: str, args: list[str]) -> None:
