@@ -25,7 +25,7 @@ MAY_IMPORT = {
 }
 
 # Folders whose modules are protocol cores: no I/O, no clock, no global randomness.
-PURE_FOLDERS = ["consensus", "node/dht", "node/gossip", "node/spec", "fs"]
+PURE_FOLDERS = ["consensus", "node/dht", "node/gossip", "node/spec", "node/ledger", "fs"]
 IO_MODULES = {
     "consensus/storage": "the durable log store: the one part of consensus that touches disk",
     "fs/store.py": "the local chunk store on disk",
