@@ -1,0 +1,189 @@
+"""What ``colonymesh node run`` runs: one :class:`Peer`, its control channel, until a signal.
+
+Startup loads and cross-checks the key, colony and certificate (a mismatch
+is an :class:`InputError` naming the file), opens the peer, binds the
+control socket, and logs one "ready" line. A task watches the colony's
+``revocations.cbor`` and applies new revocations as they appear, which cuts
+the revoked members' connections. SIGINT or SIGTERM cancels everything in
+order — control channel, peer tasks, connections — and the process exits 0
+with its control socket removed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from colonymesh import __version__
+from colonymesh.node.certs import Certificate, Membership
+from colonymesh.node.colonyfiles import (
+    REVOCATIONS_FILE,
+    read_colony,
+    read_record,
+    read_revocations,
+)
+from colonymesh.node.config import NodeConfig
+from colonymesh.node.control import ControlServer, check_address
+from colonymesh.node.errors import ColonymeshError, InputError
+from colonymesh.node.identity import read_key_file
+from colonymesh.node.peer.peer import Peer, PeerConfig
+
+log = logging.getLogger("colonymesh.node")
+REVOCATIONS_POLL_S = 1.0
+
+
+def load_colony(path: Path) -> tuple[Membership, Path]:
+    """The membership (with revocations) of the colony at ``path``, and its folder."""
+    folder = path if path.is_dir() else path.parent
+    colony = read_colony(path)  # the folder's colony.cbor, or the file itself
+    membership = Membership(colony)
+    for revocation in read_revocations(folder, colony):
+        membership.add_revocation(revocation)
+    return membership, folder
+
+
+def build_peer_config(config: NodeConfig) -> tuple[PeerConfig, Path]:
+    keys = read_key_file(config.key)
+    membership, folder = load_colony(config.colony)
+    certificate: Certificate | None = None
+    if config.certificate is not None:
+        certificate = read_record(config.certificate, Certificate)
+        if certificate.member_key != keys.public_key:
+            raise InputError(
+                f"{config.certificate}: certificate is for {certificate.peer_id}, "
+                f"not this node's key {keys.peer_id} ({config.key})"
+            )
+        try:
+            membership.check(certificate, time.time())
+        except ColonymeshError as error:
+            # Run anyway (a not-yet-valid certificate may become valid); peers will refuse us.
+            log.warning("%s: our certificate does not admit us now: %s", config.certificate, error)
+    else:
+        log.warning("no certificate configured: no colony peer will admit this node")
+    peer_config = PeerConfig(
+        keys=keys,
+        membership=membership,
+        certificate=certificate,
+        listen=config.listen,
+        bootstrap=config.bootstrap,
+        state_dir=config.state_dir,
+        gating=config.gating,
+        messaging=config.messaging,
+        connections=config.connections,
+    )
+    return peer_config, folder
+
+
+async def run_node(config: NodeConfig) -> int:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        peer_config, folder = build_peer_config(config)
+        check_address(config.control_address)
+        config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        async with trio.open_nursery() as top:
+            top.start_soon(_stop_on_signal, signals, top.cancel_scope)
+            async with Peer.open(peer_config) as peer:
+                control = ControlServer(config.control_address, _commands(peer, config, folder))
+                await top.start(control.serve)
+                top.start_soon(_watch_revocations, peer, folder)
+                log.info(
+                    "node %s ready: colony %s, listening on %s, control at %s",
+                    peer.peer_id,
+                    peer_config.membership.colony.name,
+                    " ".join(peer.listen_addrs),
+                    config.control_address,
+                )
+                await trio.sleep_forever()
+    log.info("node stopped")
+    return 0
+
+
+async def _stop_on_signal(signals: Any, scope: trio.CancelScope) -> None:
+    async for signum in signals:
+        log.info("received %s; shutting down", signal.Signals(signum).name)
+        scope.cancel()
+        return
+
+
+def _apply_revocations(peer: Peer, folder: Path) -> int:
+    """Apply revocations.cbor's new entries; how many were new."""
+    membership = peer.config.membership
+    added = 0
+    for revocation in read_revocations(folder, membership.colony):
+        if not membership.is_revoked(revocation.serial):
+            peer.add_revocation(revocation)
+            added += 1
+            log.warning("revocation of certificate %d applied", revocation.serial)
+    return added
+
+
+async def _watch_revocations(peer: Peer, folder: Path) -> None:
+    path = folder / REVOCATIONS_FILE
+    seen: tuple[int, int] | None = None
+    while True:
+        try:
+            stat = path.stat()
+            current: tuple[int, int] | None = (stat.st_mtime_ns, stat.st_size)
+        except FileNotFoundError:
+            current = None
+        if current != seen:
+            seen = current
+            if current is not None:
+                try:
+                    _apply_revocations(peer, folder)
+                except ColonymeshError as error:
+                    log.warning("%s: not applied: %s", path, error)
+        await trio.sleep(REVOCATIONS_POLL_S)
+
+
+def _commands(peer: Peer, config: NodeConfig, folder: Path) -> dict[str, Any]:
+    async def ping(args: dict[str, Any]) -> dict[str, Any]:
+        peer_id = args.get("peer_id")
+        if peer_id is None:
+            return {"pong": True}
+        if not isinstance(peer_id, str):
+            raise InputError("peer_id must be text")
+        timeout = args.get("timeout_s", 5.0)
+        if not isinstance(timeout, int | float) or not 0 < timeout <= 60:
+            raise InputError("timeout_s must be a number of seconds in (0, 60]")
+        rtt = await peer.ping(peer_id, timeout=float(timeout))
+        return {"peer_id": peer_id, "rtt_ms": round(rtt * 1000, 3)}
+
+    async def status(args: dict[str, Any]) -> dict[str, Any]:
+        return {
+            **peer.statistics(),
+            "pid": os.getpid(),
+            "version": __version__,
+            "config": str(config.path.resolve()),
+            "control": config.control_address,
+        }
+
+    async def peers(args: dict[str, Any]) -> dict[str, Any]:
+        listed = []
+        for connection in peer.gatekeeper.admitted_connections():
+            certificate = peer.gatekeeper.certificate_of(connection)
+            listed.append(
+                {
+                    "peer_id": connection.remote_peer_id,
+                    "name": certificate.name if certificate else "",
+                    "roles": [r.value for r in certificate.roles] if certificate else [],
+                    "remote_addr": connection.remote_addr,
+                }
+            )
+        return {"peers": sorted(listed, key=lambda p: p["peer_id"])}
+
+    async def connect(args: dict[str, Any]) -> dict[str, Any]:
+        address = args.get("address")
+        if not isinstance(address, str):
+            raise InputError("address must be a multiaddr")
+        return {"peer_id": await peer.connect(address, timeout=10.0)}
+
+    async def reload(args: dict[str, Any]) -> dict[str, Any]:
+        return {"revocations_added": _apply_revocations(peer, folder)}
+
+    return {"ping": ping, "status": status, "peers": peers, "connect": connect, "reload": reload}
