@@ -74,7 +74,7 @@ from colonymesh.consensus.storage.hardstate import HardStateFile
 from colonymesh.consensus.storage.records import (
     INDEX_MAX,
     RECORD_DATA_MAX,
-    encode_record,
+    encode_record_list,
 )
 from colonymesh.consensus.storage.recovery import (
     create_segment,
@@ -102,6 +102,7 @@ ENTRY_BYTES_MAX_DEFAULT = 64 * 1024 * 1024
 HARD_STATE_FILE = "hardstate"
 SNAPSHOT_FILE = "snapshot"
 LOCK_FILE = "LOCK"
+_KINDS = frozenset(EntryKind)
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,27 +388,37 @@ class LogStore:
             self._write(todo)
 
     def _validate_batch(self, entries: Sequence[Entry]) -> None:
-        prev: Entry | None = None
+        """Check the whole batch before anything is written (one tight loop, hot path)."""
+        limit, kinds = self._entry_bytes_max, _KINDS
+        expect: int = entries[0].index
+        term: int = entries[0].term
         for e in entries:
-            if not isinstance(e.data, bytes):
-                raise StorageUsageError(f"entry {e.index}: data must be bytes")
-            if len(e.data) > self._entry_bytes_max:
-                raise StorageUsageError(
-                    f"entry {e.index} has {len(e.data)} bytes, limit {self._entry_bytes_max}"
-                )
-            if not (1 <= e.index <= INDEX_MAX and 0 <= e.term <= INDEX_MAX):
-                raise StorageUsageError(f"entry index {e.index} or term {e.term} out of range")
-            if not isinstance(e.kind, EntryKind):
-                raise StorageUsageError(f"entry {e.index}: kind must be an EntryKind")
-            if prev is not None and (e.index != prev.index + 1 or e.term < prev.term):
-                raise StorageUsageError(
-                    f"batch not contiguous or term falls: {prev.index}/{prev.term} "
-                    f"then {e.index}/{e.term}"
-                )
-            prev = e
+            data = e.data
+            if (
+                type(data) is not bytes
+                or len(data) > limit
+                or e.index != expect
+                or e.term < term
+                or e.kind not in kinds
+            ):
+                raise StorageUsageError(self._explain_bad_entry(e, expect, term))
+            expect, term = expect + 1, e.term
+        if not (entries[0].index >= 1 and expect - 1 <= INDEX_MAX and entries[0].term >= 0):
+            raise StorageUsageError(f"entry indices or terms out of range in {entries[0]}...")
+        if term > INDEX_MAX:
+            raise StorageUsageError(f"term {term} out of range")
+
+    def _explain_bad_entry(self, e: Entry, expect: int, term: int) -> str:
+        if not isinstance(e.data, bytes):
+            return f"entry {e.index}: data must be bytes"
+        if len(e.data) > self._entry_bytes_max:
+            return f"entry {e.index} has {len(e.data)} bytes, limit {self._entry_bytes_max}"
+        if e.kind not in _KINDS:
+            return f"entry {e.index}: unknown kind {e.kind!r}"
+        return f"batch not contiguous or term falls: {e.index}/{e.term} where {expect}/>={term}"
 
     def _write(self, entries: Sequence[Entry]) -> None:
-        records = [encode_record(e) for e in entries]
+        records = encode_record_list(entries)
         seg = self._segments[-1]
         i, n = 0, len(records)
         while i < n:
@@ -422,8 +433,11 @@ class LogStore:
             buf = records[i] if j == i + 1 else b"".join(records[i:j])
             with self._lock:
                 seg.append(buf, rel)
-                for e in entries[i:j]:
-                    self._terms.note(e.index, e.term)
+                if entries[i].term == entries[j - 1].term:  # terms never fall in a batch
+                    self._terms.note(entries[i].index, entries[i].term)
+                else:
+                    for e in entries[i:j]:
+                        self._terms.note(e.index, e.term)
                 self._last_index = entries[j - 1].index
                 self._stats["entries"] += j - i
                 self._stats["bytes"] += len(buf)

@@ -335,3 +335,55 @@ def test_fsync_off_still_round_trips(tmp_path: Path) -> None:
         assert s.statistics().fsyncs == 0
     with LogStore.open(tmp_path, fsync=False) as s:
         assert s.entries(1, 101) == run(1, 101, 1, size=64)
+
+
+async def test_trio_driver_group_commit(tmp_path: Path) -> None:
+    """The intended driver pattern: a committer task takes every pending proposal, appends
+    and syncs them in a worker thread (one fsync for the lot), then acknowledges them."""
+    import trio
+
+    store = LogStore.open(tmp_path)
+    send, receive = trio.open_memory_channel[bytes](1000)
+    acked: list[int] = []
+
+    async def committer() -> None:
+        nxt = 1
+        async with receive:
+            async for first in receive:
+                batch = [first]
+                while True:
+                    try:
+                        batch.append(receive.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                ents = [
+                    Entry(Term(1), LogIndex(nxt + k), EntryKind.NORMAL, d)
+                    for k, d in enumerate(batch)
+                ]
+                nxt += len(batch)
+
+                def persist(ents: list[Entry] = ents) -> LogIndex:
+                    store.append(ents)
+                    return store.sync()
+
+                durable = await trio.to_thread.run_sync(persist)
+                assert durable == ents[-1].index
+                acked.extend(e.index for e in ents)
+
+    async def proposer(k: int) -> None:
+        for i in range(50):
+            await send.send(b"p%d-%d" % (k, i))
+            await trio.sleep(0)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(committer)
+        async with send, trio.open_nursery() as proposers:
+            for k in range(4):
+                proposers.start_soon(proposer, k)
+
+    stats = store.statistics()
+    store.close()
+    assert acked == list(range(1, 201))
+    assert stats.syncs < 200  # proposals were grouped into fewer fsyncs
+    with LogStore.open(tmp_path) as s:
+        assert s.last_index() == 200
