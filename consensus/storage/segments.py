@@ -20,6 +20,12 @@ Recovery rules (``load_segment``):
 * A newest segment whose header is damaged and that holds no intact record is
   the remains of a crash during creation: it is discarded.
 
+One case is ambiguous by nature: if the disk wrote the pages of an *unsynced*
+batch out of order and lost an early one, an intact record can follow a hole.
+We cannot tell that from bit rot under a synced record, so we refuse to open
+rather than guess: a false alarm costs an operator's look (or rebuilding
+this replica from its peers); a wrong guess could drop acknowledged entries.
+
 The in-memory index is one array of record offsets; reads are ``pread`` of a
 byte range followed by strict decoding of each record.
 """
