@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +40,9 @@ class Template:
         return self.entries[:keep]
 
 
-def make_log(directory: Path, sizes: list[int], batch: int, seed: int) -> Template:
+def make_log(
+    directory: Path, sizes: list[int], batch: int, seed: int, fsync: bool = True
+) -> Template:
     """Write entries of the given data sizes in batches (syncing each), term rising now and then."""
     entries = []
     term = 1
@@ -48,7 +51,7 @@ def make_log(directory: Path, sizes: list[int], batch: int, seed: int) -> Templa
             term += 1
         data = bytes((seed + i + k) % 256 for k in range(size))
         entries.append(Entry(Term(term), LogIndex(i), EntryKind((seed + i) % 3), data))
-    with LogStore.open(directory, segment_bytes_max=SEG_MAX) as s:
+    with LogStore.open(directory, segment_bytes_max=SEG_MAX, fsync=fsync) as s:
         for lo in range(0, len(entries), batch):
             s.append(entries[lo : lo + batch])
             s.sync()
@@ -163,6 +166,32 @@ def test_garbage_after_a_cut_is_a_torn_tail(
 
     got = reopen_copy(template, tmp_path / "copy", mutate)
     assert got == template.expect_cut(cut)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 900), min_size=1, max_size=40),
+    batch=st.integers(1, 12),
+    seed=st.integers(0, 255),
+    data=st.data(),
+)
+def test_cut_or_flip_any_log_shape(
+    sizes: list[int], batch: int, seed: int, data: st.DataObject
+) -> None:
+    """Logs of any shape (one or many segments, tiny or big records), cut or flipped anywhere."""
+    with tempfile.TemporaryDirectory() as tmp:
+        t = make_log(Path(tmp) / "log", sizes, batch, seed, fsync=False)
+        offset = data.draw(st.integers(0, t.ends[-1] if t.ends else HEADER), label="offset")
+        if data.draw(st.booleans(), label="flip") and offset < (t.ends or [HEADER])[-1]:
+            last_record = len(t.ends) - 1
+            hit = next((k for k, end in enumerate(t.ends) if offset < end), None)
+            if offset < HEADER or hit != last_record:
+                with pytest.raises(CorruptLogError):
+                    reopen_copy(t, Path(tmp) / "copy", flip_at(offset, 0x5A))
+            else:
+                assert reopen_copy(t, Path(tmp) / "copy", flip_at(offset, 0x5A)) == t.entries[:-1]
+        else:
+            assert reopen_copy(t, Path(tmp) / "copy", cut_at(offset)) == t.expect_cut(offset)
 
 
 def test_flip_in_a_sealed_segment_is_corruption(template: Template, tmp_path: Path) -> None:
