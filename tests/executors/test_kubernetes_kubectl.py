@@ -175,20 +175,18 @@ def test_matches_live_kubectl(case: str) -> None:
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True)
     output = json.loads(done.stdout)
     compare(output, ours(case))
+    version = subprocess.run(
+        ["kubectl", "version", "--client", "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    client_version = json.loads(version.stdout)["clientVersion"]["gitVersion"]
     if os.environ.get("COLONYMESH_REWRITE_FIXTURES") == "1":
-        version = subprocess.run(
-            ["kubectl", "version", "--client", "-o", "json"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        record = {
-            "argv": argv,
-            "client_version": json.loads(version.stdout)["clientVersion"]["gitVersion"],
-            "output": output,
-        }
+        record = {"argv": argv, "client_version": client_version, "output": output}
         FIXTURES.mkdir(parents=True, exist_ok=True)
         (FIXTURES / f"{case}.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    else:
+    elif client_version == load_fixture(case)["client_version"]:
+        # Same kubectl as recorded: the fixture must still be exactly what it prints.
         assert output == load_fixture(case)["output"], "live kubectl differs from the fixture"

@@ -6,6 +6,7 @@ import contextlib
 import json
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -111,7 +112,7 @@ def function_specs(draw: st.DrawFn) -> dict[str, Any]:
     return spec
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(function_specs())
 def test_random_valid_specs_round_trip(obj: dict[str, Any]) -> None:
     spec = parse_function_spec(obj)
@@ -126,7 +127,7 @@ def test_random_valid_specs_round_trip(obj: dict[str, Any]) -> None:
     assert spec.maxwaittime == expected_wait
 
 
-@settings(max_examples=40, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(function_specs(), min_size=1, max_size=5))
 def test_random_chains_round_trip_as_workflows(objs: list[dict[str, Any]]) -> None:
     for index, obj in enumerate(objs):
@@ -158,13 +159,13 @@ junk_values = st.recursive(
 )
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(junk_values)
 def test_random_junk_raises_only_spec_error(obj: object) -> None:
     assert_only_spec_error(obj)
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(function_specs(), st.data())
 def test_mutated_valid_specs_raise_only_spec_error(
     obj: dict[str, Any], data: st.DataObject
@@ -183,7 +184,17 @@ def test_mutated_valid_specs_raise_only_spec_error(
     assert_only_spec_error(json.dumps(obj, default=repr))
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=200) | st.text(max_size=200))
 def test_random_text_raises_only_spec_error(blob: bytes | str) -> None:
     assert_only_spec_error(blob)
+
+
+@pytest.mark.slow
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(function_specs(), junk_values, st.data())
+def test_long_fuzz_only_spec_error(obj: dict[str, Any], junk: object, data: st.DataObject) -> None:
+    assert_only_spec_error(junk)
+    conditions = obj["conditions"]
+    conditions[data.draw(st.sampled_from(sorted(conditions)))] = junk
+    assert_only_spec_error(obj)
