@@ -28,8 +28,15 @@ def encode(value: Any) -> bytes:
     return cbor2.dumps(value, canonical=True)
 
 
-def decode(data: bytes, *, frame_bytes_max: int = FRAME_BYTES_MAX_DEFAULT) -> Any:
-    """Decode one canonical CBOR item that fills ``data`` exactly."""
+def decode(
+    data: bytes, *, frame_bytes_max: int = FRAME_BYTES_MAX_DEFAULT, canonical: bool = True
+) -> Any:
+    """Decode one canonical CBOR item that fills ``data`` exactly.
+
+    ``canonical=False`` is for unsigned frames on hot paths (Raft) whose
+    caller checks the exact type of every value it reads: it skips the
+    re-encoding check and the plain-data walk; every other rule still holds.
+    """
     if len(data) > frame_bytes_max:
         raise FrameTooLarge(f"frame of {len(data)} bytes exceeds the cap of {frame_bytes_max}")
     stream = io.BytesIO(data)
@@ -48,12 +55,14 @@ def decode(data: bytes, *, frame_bytes_max: int = FRAME_BYTES_MAX_DEFAULT) -> An
         raise MalformedFrame(f"not well-formed CBOR: {error}") from None
     if stream.tell() != len(data):
         raise MalformedFrame(f"{len(data) - stream.tell()} trailing bytes after the CBOR item")
+    if not canonical:
+        return value
     _require_plain(value, 0)
     try:
-        canonical = encode(value)
+        reencoded = encode(value)
     except Exception as error:
         raise MalformedFrame(f"unencodable value: {error}") from None
-    if canonical != data:
+    if reencoded != data:
         raise MalformedFrame("CBOR is well-formed but not in canonical form")
     return value
 
