@@ -523,8 +523,9 @@ class LogStore:
 
         The snapshot file is replaced atomically first. If the log holds the
         snapshot's last entry (same index and term), the entries after it are
-        kept (Raft §7); otherwise the whole log is discarded, newest segment
-        first, and a crash part-way is finished on the next open.
+        kept (Raft §7) and the segments wholly covered are deleted
+        (:meth:`compact`); otherwise the whole log is discarded, newest
+        segment first, and a crash part-way is finished on the next open.
         """
         meta = snap.meta
         with self._write_lock:
@@ -552,6 +553,8 @@ class LogStore:
                 meta.term,
                 "kept" if keep else "discarded",
             )
+            if keep:
+                self._compact(meta.index)
 
     def compact(self, upto_index: int) -> int:
         """Delete whole segments holding only entries at or below ``upto_index``.
@@ -566,26 +569,28 @@ class LogStore:
                 raise StorageUsageError(
                     f"cannot compact to {upto_index}, past the snapshot at {self._base_index}"
                 )
-            victims = 0
-            while (
-                victims < len(self._segments) - 1
-                and self._segments[victims].last_index <= upto_index
-            ):
-                victims += 1
-            if not victims:
-                return 0
-            with self._lock:
-                gone = self._segments[:victims]
-                del self._segments[:victims], self._firsts[:victims]
-                self._dirty = [s for s in self._dirty if s not in gone]
-                self._terms.trim_before(self._segments[0].first_index)
-            for seg in gone:  # oldest first: a crash leaves a suffix (or holes open() removes)
-                seg.close()
-                seg.path.unlink()
-            if self._fsync:
-                fsync_dir(self._dir)
-            log.info("compacted %d segment(s) up to index %d", victims, upto_index)
-            return victims
+            return self._compact(upto_index)
+
+    def _compact(self, upto_index: int) -> int:
+        victims = 0
+        while (
+            victims < len(self._segments) - 1 and self._segments[victims].last_index <= upto_index
+        ):
+            victims += 1
+        if not victims:
+            return 0
+        with self._lock:
+            gone = self._segments[:victims]
+            del self._segments[:victims], self._firsts[:victims]
+            self._dirty = [s for s in self._dirty if s not in gone]
+            self._terms.trim_before(self._segments[0].first_index)
+        for seg in gone:  # oldest first: a crash leaves a suffix (or holes open() removes)
+            seg.close()
+            seg.path.unlink()
+        if self._fsync:
+            fsync_dir(self._dir)
+        log.info("compacted %d segment(s) up to index %d", victims, upto_index)
+        return victims
 
     # ---------------------------------------------------------------- closing
 

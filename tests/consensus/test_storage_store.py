@@ -200,7 +200,7 @@ def test_truncate_everything(tmp_path: Path) -> None:
         assert s.entries(1, 3) == run(1, 3, 5)
 
 
-def test_snapshot_keeps_matching_log_and_compact_frees_segments(tmp_path: Path) -> None:
+def test_snapshot_keeps_matching_log_and_frees_covered_segments(tmp_path: Path) -> None:
     with LogStore.open(tmp_path, segment_bytes_max=4096) as s:
         s.append(run(1, 201, 1, size=100))
         s.sync()
@@ -210,12 +210,12 @@ def test_snapshot_keeps_matching_log_and_compact_frees_segments(tmp_path: Path) 
         s.save_snapshot(snap(150, 1))
         assert (s.first_index(), s.last_index()) == (151, 200)
         assert s.entries(151, 201) == run(151, 201, 1, size=100)
+        remaining = segment_files(tmp_path)
+        assert len(remaining) < n
+        assert int(remaining[0][4:24]) <= 151  # the segment holding 151 stays
         with pytest.raises(StorageUsageError):
             s.compact(151)
-        dropped = s.compact(150)
-        assert dropped > 0
-        assert len(segment_files(tmp_path)) == n - dropped
-        assert s.compact(150) == 0
+        assert s.compact(150) == 0  # save_snapshot compacted already
         s.append(run(201, 210, 2))
         s.sync()
     with LogStore.open(tmp_path, segment_bytes_max=4096) as s:
@@ -224,6 +224,22 @@ def test_snapshot_keeps_matching_log_and_compact_frees_segments(tmp_path: Path) 
         assert st.conf == snap(150, 1).meta.conf
         assert st.entries == tuple(run(151, 201, 1, size=100) + run(201, 210, 2))
         assert s.first_index() == 151
+
+
+def test_compact_frees_segments_left_by_a_snapshot_install_crash(tmp_path: Path) -> None:
+    """compact() on its own: the snapshot is durable but its compaction never ran."""
+    from colonymesh.consensus.storage.snapshots import save_snapshot_file
+
+    with LogStore.open(tmp_path, segment_bytes_max=4096) as s:
+        s.append(run(1, 201, 1, size=100))
+        s.sync()
+    n = len(segment_files(tmp_path))
+    save_snapshot_file(tmp_path / "snapshot", snap(150, 1), fsync=False)
+    with LogStore.open(tmp_path, segment_bytes_max=4096) as s:
+        # open() already drops segments wholly under the snapshot ...
+        assert len(segment_files(tmp_path)) < n
+        assert s.compact(150) == 0  # ... so there is nothing left to compact
+        assert s.entries(151, 201) == run(151, 201, 1, size=100)
 
 
 def test_snapshot_from_leader_discards_divergent_log(tmp_path: Path) -> None:
@@ -263,10 +279,12 @@ def test_interrupted_snapshot_install_is_finished_on_open(tmp_path: Path) -> Non
 
 
 def test_open_removes_segments_left_by_an_interrupted_compaction(tmp_path: Path) -> None:
+    from colonymesh.consensus.storage.snapshots import save_snapshot_file
+
     with LogStore.open(tmp_path, segment_bytes_max=4096) as s:
         s.append(run(1, 201, 1, size=100))
-        s.save_snapshot(snap(150, 1))
         s.sync()
+    save_snapshot_file(tmp_path / "snapshot", snap(150, 1), fsync=False)
     files = segment_files(tmp_path)
     os.unlink(tmp_path / files[2])  # a hole among covered segments, as a crash may leave
     with LogStore.open(tmp_path, segment_bytes_max=4096) as s:
