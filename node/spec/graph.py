@@ -29,23 +29,22 @@ def in_colony(spec: FunctionSpec, colonyname: str, path: str) -> FunctionSpec:
     return replace(spec, conditions=replace(spec.conditions, colonyname=colonyname))
 
 
-def check_graph(specs: list[FunctionSpec]) -> None:
+def check_graph(specs: list[FunctionSpec], base: str = "functionspecs") -> None:
+    """Nodenames present and unique, dependencies known, no cycle; paths under ``base``."""
     index_of: dict[str, int] = {}
     for index, spec in enumerate(specs):
-        path = join_path("functionspecs", index)
+        path = join_path(base, index)
         if not spec.nodename:
             raise SpecError(join_path(path, "nodename"), "is required in a workflow")
         if spec.nodename in index_of:
             first = index_of[spec.nodename]
             raise SpecError(
                 join_path(path, "nodename"),
-                f"{spec.nodename!r} is already the nodename of functionspecs[{first}]",
+                f"{spec.nodename!r} is already the nodename of {join_path(base, first)}",
             )
         index_of[spec.nodename] = index
     for index, spec in enumerate(specs):
-        deps_path = join_path(
-            join_path(join_path("functionspecs", index), "conditions"), "dependencies"
-        )
+        deps_path = join_path(join_path(join_path(base, index), "conditions"), "dependencies")
         for dep_index, dependency in enumerate(spec.conditions.dependencies):
             if dependency == spec.nodename:
                 raise SpecError(join_path(deps_path, dep_index), "a spec cannot depend on itself")
@@ -58,7 +57,7 @@ def check_graph(specs: list[FunctionSpec]) -> None:
     if cycle:
         first = index_of[cycle[0]]
         raise SpecError(
-            join_path(join_path(join_path("functionspecs", first), "conditions"), "dependencies"),
+            join_path(join_path(join_path(base, first), "conditions"), "dependencies"),
             "dependency cycle " + " -> ".join(cycle) + " (each depends on the next)",
         )
 

@@ -161,28 +161,38 @@ def validate_function_spec(spec: FunctionSpec) -> FunctionSpec:
 
 
 def parse_workflow_spec(obj: object) -> WorkflowSpec:
-    """Validate a ColonyOS WorkflowSpec (decoded JSON, or JSON text) and build the model."""
-    document = _document(obj, WORKFLOW_JSON_BYTES_MAX, "workflow spec")
-    _check_fields(document, WORKFLOW_FIELDS, "")
-    colonyname = _name(document, "colonyname", "")
-    raw_specs = document.get("functionspecs")
-    if raw_specs is None:
-        raise SpecError("functionspecs", "is required: a list of function specs")
+    """Validate a ColonyOS WorkflowSpec (decoded JSON, or JSON text) and build the model.
+
+    Also accepts the file the ``colonies workflow submit --spec`` CLI reads: a
+    bare JSON list of function specs (errors then read ``[2].conditions.cpu``).
+    """
+    decoded = _decode(obj, WORKFLOW_JSON_BYTES_MAX, "workflow spec")
+    raw_specs: object
+    if isinstance(decoded, list):
+        base, colonyname, raw_specs = "", "", decoded
+    else:
+        document = _object(decoded, "", "workflow spec")
+        _check_fields(document, WORKFLOW_FIELDS, "")
+        base = "functionspecs"
+        colonyname = _name(document, "colonyname", "")
+        raw_specs = document.get("functionspecs")
+        if raw_specs is None:
+            raise SpecError(base, "is required: a list of function specs")
     if not isinstance(raw_specs, list):
-        raise SpecError("functionspecs", "must be a list of function specs")
+        raise SpecError(base, "must be a list of function specs")
     if not raw_specs:
-        raise SpecError("functionspecs", "must hold at least one function spec")
+        raise SpecError(base, "must hold at least one function spec")
     if len(raw_specs) > WORKFLOW_SPECS_MAX:
-        raise SpecError("functionspecs", f"holds more than {WORKFLOW_SPECS_MAX} function specs")
+        raise SpecError(base, f"holds more than {WORKFLOW_SPECS_MAX} function specs")
     specs: list[FunctionSpec] = []
     for index, raw in enumerate(raw_specs):
-        path = join_path("functionspecs", index)
+        path = join_path(base, index)
         try:
             spec = _function_spec(raw, "")
         except SpecError as error:
             raise error.under(path) from None
         specs.append(in_colony(spec, colonyname, path))
-    check_graph(specs)
+    check_graph(specs, base)
     workflow = WorkflowSpec(colonyname=colonyname, functionspecs=tuple(specs))
     _check_size(workflow.to_json(), WORKFLOW_JSON_BYTES_MAX, "workflow spec")
     return workflow
@@ -207,6 +217,11 @@ def _refuse_constant(name: str) -> object:
 
 
 def _document(obj: object, bytes_max: int, what: str) -> Mapping[str, object]:
+    return _object(_decode(obj, bytes_max, what), "", what)
+
+
+def _decode(obj: object, bytes_max: int, what: str) -> object:
+    """JSON text (``str``/``bytes``) decoded strictly; anything else is returned as is."""
     if isinstance(obj, (bytes, bytearray, memoryview)):
         if len(obj) > bytes_max:
             raise SpecError("", f"{what} is {len(obj)} bytes, more than {bytes_max}")
@@ -225,7 +240,7 @@ def _document(obj: object, bytes_max: int, what: str) -> Mapping[str, object]:
             raise
         except (ValueError, RecursionError) as error:
             raise SpecError("", f"{what} is not valid JSON: {error}") from None
-    return _object(obj, "", what)
+    return obj
 
 
 def _object(value: object, path: str, what: str) -> Mapping[str, object]:

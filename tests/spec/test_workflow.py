@@ -120,3 +120,25 @@ def test_too_many_specs() -> None:
 def test_empty_workflow_colonyname_keeps_spec_colonynames() -> None:
     wf = parse_workflow_spec(workflow(node("a", conditions={"colonyname": "c1"}), colonyname=""))
     assert wf.functionspecs[0].conditions.colonyname == "c1"
+
+
+def test_colonyos_cli_file_form_is_a_bare_list() -> None:
+    # `colonies workflow submit --spec wf.json` reads a JSON list of function specs.
+    text = """[
+      {"nodename": "task_a", "funcname": "echo", "args": ["task1"],
+       "conditions": {"executortype": "cli", "dependencies": null}},
+      {"nodename": "task_b", "funcname": "echo", "args": ["task2"],
+       "conditions": {"executortype": "cli", "dependencies": ["task_a"]}}
+    ]"""
+    wf = parse_workflow_spec(text)
+    assert wf.colonyname == ""
+    assert wf.topological_order() == ("task_a", "task_b")
+    with pytest.raises(SpecError) as caught:
+        parse_workflow_spec([node("a"), node("b", conditions={"cpu": "x"})])
+    assert caught.value.path == "[1].conditions.cpu"
+    with pytest.raises(SpecError) as caught:
+        parse_workflow_spec([node("a"), node("a")])
+    assert caught.value.path == "[1].nodename"
+    assert "[0]" in caught.value.reason
+    with pytest.raises(SpecError, match="at least one"):
+        parse_workflow_spec("[]")
