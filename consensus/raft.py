@@ -2,8 +2,8 @@
 
 What it owns: the role, term and vote of one node, its log (in memory since
 the last snapshot, see :mod:`.log`), the configuration, and on a leader the
-replication progress of every follower (:mod:`.progress`) and pending reads
-(:mod:`.readonly`). It implements leader election with randomised timeouts,
+replication state of its term (:mod:`.leader`, with :mod:`.progress` and
+:mod:`.readonly`). It implements leader election with randomised timeouts,
 pre-vote and check-quorum, pipelined and batched replication with fast
 conflict back-off, chunked snapshot transfer, single-server membership
 changes with learners, leadership transfer and ReadIndex reads.
@@ -66,7 +66,8 @@ from colonymesh.consensus.errors import (
     RaftProtocolError,
     RaftUsageError,
 )
-from colonymesh.consensus.log import RaftLog, entry_bytes
+from colonymesh.consensus.leader import LeaderState
+from colonymesh.consensus.log import RaftLog
 from colonymesh.consensus.messages import (
     AppendEntries,
     AppendResponse,
@@ -82,8 +83,6 @@ from colonymesh.consensus.messages import (
     VoteResponse,
     validate_message,
 )
-from colonymesh.consensus.progress import Progress, ProgressState, quorum_index
-from colonymesh.consensus.readonly import ReadOnly
 from colonymesh.consensus.ready import ReadState, Ready
 from colonymesh.consensus.types import (
     ConfState,
@@ -189,18 +188,10 @@ class RaftNode:
         self._applying: LogIndex = self.applied  # handed out in a Ready, not yet advanced
         self.role = Role.FOLLOWER
         self.leader: NodeId | None = None
-        self._prs: dict[NodeId, Progress] = {}
+        self._lead: LeaderState | None = None  # set exactly while role is LEADER
         self._votes: dict[NodeId, bool] = {}
         self._msgs: list[Message] = []
         self._read_states: list[ReadState] = []
-        self._readonly = ReadOnly()
-        self._reads_waiting: list[tuple[bytes, NodeId | None]] = []
-        self._send_to: dict[NodeId, bool] = {}  # followers to send appends to; True: even empty
-        self._term_start: LogIndex = LogIndex(0)  # index of this leader's empty entry
-        self._transferee: NodeId | None = None
-        self._transfer_deadline = math.inf
-        self._heartbeat_deadline = math.inf
-        self._quorum_deadline = math.inf
         self._election_deadline = math.inf
         self._leader_contact = -math.inf
         self._snap_recv: tuple[SnapshotMeta, bytearray] | None = None
@@ -225,7 +216,8 @@ class RaftNode:
         role = self.role
         if role is Role.FOLLOWER and self.id in self.conf.learners:
             role = Role.LEARNER
-        progress = tuple((peer, LogIndex(pr.match)) for peer, pr in self._prs.items())
+        prs = self._lead.prs if self._lead is not None else {}
+        progress = tuple((peer, LogIndex(pr.match)) for peer, pr in prs.items())
         return Status(
             self.id,
             role,
@@ -256,19 +248,9 @@ class RaftNode:
     def handle_timer(self, now: float) -> None:
         """Fire every timer due at ``now`` (elections, heartbeats, quorum checks)."""
         self._now = now
-        if self.role is Role.LEADER:
-            if now >= self._heartbeat_deadline:
-                self._heartbeat_deadline = now + self.config.heartbeat_interval_s
-                self._broadcast_heartbeat()
-                self._retransmit_snapshots(now)
-            if now >= self._transfer_deadline:
-                logger.info("%s: leadership transfer to %s timed out", self.id, self._transferee)
-                self._abort_transfer()
-            if now >= self._quorum_deadline:
-                self._quorum_deadline = now + self.config.election_timeout_s
-                if self.config.check_quorum and not self._quorum_active():
-                    logger.info("%s: lost contact with a quorum in term %d", self.id, self.term)
-                    self._become_follower(self.term, None)
+        if self._lead is not None:
+            if not self._lead.on_timer(now):
+                self._become_follower(self.term, None)  # check-quorum failed
         elif now >= self._election_deadline:
             self._reset_election_timer(now)
             if self._promotable():
@@ -276,8 +258,8 @@ class RaftNode:
 
     def next_deadline(self) -> float:
         """When ``handle_timer`` must next be called (may be ``math.inf``)."""
-        if self.role is Role.LEADER:
-            return min(self._heartbeat_deadline, self._quorum_deadline, self._transfer_deadline)
+        if self._lead is not None:
+            return self._lead.next_deadline()
         return self._election_deadline if self._promotable() else math.inf
 
     def campaign(self, now: float) -> None:
@@ -289,8 +271,7 @@ class RaftNode:
 
     def propose(self, data: bytes) -> ProposalResult:
         """Append a command to the leader's log; it commits once a quorum stores it."""
-        self._check_can_propose()
-        return self._append_local(EntryKind.NORMAL, data)
+        return self._append_local(self._leader_for_proposal(), EntryKind.NORMAL, data)
 
     def propose_conf_change(self, change: ConfChange) -> ProposalResult:
         """Propose one membership change (§6); it takes effect once appended.
@@ -299,36 +280,25 @@ class RaftNode:
         committed an entry of its own term (the dissertation's fix for the
         single-server change bug).
         """
-        self._check_can_propose()
-        if self.log.committed < self._term_start:
-            raise ProposalDropped("the leader has not yet committed an entry in its term")
-        if self._confs[-1][0] > self.log.committed:
-            raise ProposalDropped("a membership change is still uncommitted")
+        lead = self._leader_for_proposal()
+        lead.check_can_change_conf()
         apply_conf_change(self.conf, change)  # raises ConfChangeError if it cannot apply
-        return self._append_local(EntryKind.CONF_CHANGE, change.encode())
+        return self._append_local(lead, EntryKind.CONF_CHANGE, change.encode())
 
     def transfer_leadership(self, to: NodeId, now: float) -> None:
         """Hand leadership to voter ``to`` (dissertation §3.10): bring its log up to
         date, then tell it to campaign. Proposals are refused meanwhile; the
         transfer is abandoned after an election timeout."""
         self._now = now
-        if self.role is not Role.LEADER:
+        if self._lead is None:
             raise NotLeader(self.leader)
-        if to == self.id or to not in self.conf.voters or to not in self._prs:
-            raise RaftUsageError(f"cannot transfer leadership to {to}")
-        self._transferee = to
-        self._transfer_deadline = now + self.config.election_timeout_s
-        pr = self._prs[to]
-        if pr.match == self.log.last_index():
-            self._send(TimeoutNow(self.id, to, self.term))
-        else:
-            self._send_to[to] = True  # probe now rather than wait for a heartbeat
+        self._lead.transfer(to, now)
 
     def read_index(self, context: bytes) -> None:
         """Request a linearizable read; a ReadState with ``context`` comes in a later
         Ready (none if leadership is lost meanwhile: retry after a timeout)."""
-        if self.role is Role.LEADER:
-            if not self._leader_read(context, None):
+        if self._lead is not None:
+            if not self._lead.read(context, None):
                 raise ProposalDropped("too many pending reads")
         elif self.leader is not None:
             self._send(ReadIndexRequest(self.id, self.leader, self.term, context))
@@ -348,6 +318,8 @@ class RaftNode:
         snap = Snapshot(SnapshotMeta(index, term, self._conf_at(index)), snapshot_data)
         self.log.compact(index)
         self._snapshot = snap
+        if self._lead is not None:
+            self._lead.snapshot = snap
         self._pending_snapshot = snap
         self._pending_restore = False
         keep = 0
@@ -358,9 +330,8 @@ class RaftNode:
     def has_ready(self) -> bool:
         return self._outstanding is None and bool(
             self._msgs
-            or self._send_to
+            or (self._lead is not None and self._lead.has_work())
             or self._read_states
-            or self._readonly.round_needed()
             or self._pending_snapshot is not None
             or self.log.unstable_from <= self.log.last_index()
             or self._applying < self.log.committed
@@ -371,7 +342,8 @@ class RaftNode:
         """The next batch of work, or None if there is none. See the module docstring."""
         if self._outstanding is not None:
             raise RaftUsageError("ready() called again before advance()")
-        self._flush_appends()
+        if self._lead is not None:
+            self._lead.flush()
         entries = tuple(self.log.unstable_entries())
         hs = self._hard_state()
         hs_out = hs if hs != self._handed_hs else None
@@ -474,14 +446,15 @@ class RaftNode:
                     logger.info("%s: TimeoutNow from %s, campaigning", self.id, msg.src)
                     self._start_election(transfer=True)
             case ReadIndexRequest():
-                if self.role is Role.LEADER:
-                    self._leader_read(msg.context, msg.src)
+                if self._lead is not None:
+                    self._lead.read(msg.context, msg.src)  # dropped if too many: retried
             case ReadIndexResponse():
                 if msg.ok:
                     self._read_states.append(ReadState(msg.index, msg.context))
             case AppendResponse() | HeartbeatResponse() | InstallSnapshotResponse():
-                if self.role is Role.LEADER:
-                    self._handle_leader_response(msg)
+                if self._lead is not None:
+                    self._lead.on_response(msg, self._now)
+                    self._check_resign()
             case _:
                 assert_never(msg)
 
@@ -536,7 +509,7 @@ class RaftNode:
                 )
 
     def _become_candidate(self) -> None:
-        self._clear_leader_state()
+        self._lead = None
         self.role = Role.CANDIDATE
         self.term = Term(self.term + 1)
         self.voted_for = self.id
@@ -588,23 +561,13 @@ class RaftNode:
 
     # ---------------------------------------------------------- transitions
 
-    def _clear_leader_state(self) -> None:
-        self._prs = {}
-        self._send_to = {}
-        self._readonly.clear()
-        self._reads_waiting = []
-        self._transferee = None
-        self._transfer_deadline = math.inf
-        self._heartbeat_deadline = math.inf
-        self._quorum_deadline = math.inf
-
     def _become_follower(self, term: Term, leader: NodeId | None) -> None:
         if term > self.term:
             self.term = term
             self.voted_for = None
         if self.role is not Role.FOLLOWER or self.leader != leader:
             logger.info("%s: follower in term %d (leader %s)", self.id, self.term, leader)
-        self._clear_leader_state()
+        self._lead = None
         self.role = Role.FOLLOWER
         self.leader = leader
         self._votes = {}
@@ -613,27 +576,26 @@ class RaftNode:
     def _become_leader(self) -> None:
         if self.role is not Role.CANDIDATE:
             raise RaftInvariantError(f"{self.id} becoming leader from {self.role}")
-        self._clear_leader_state()
         self.role = Role.LEADER
         self.leader = self.id
         logger.info("%s: leader in term %d", self.id, self.term)
-        last = self.log.last_index()
-        for peer in self._members():
-            self._prs[peer] = self._new_progress(last + 1)
-        self._heartbeat_deadline = self._now + self.config.heartbeat_interval_s
-        self._quorum_deadline = self._now + self.config.election_timeout_s
-        # §5.4.2/§8: commit earlier terms' entries by committing one of our own.
-        self._term_start = LogIndex(last + 1)
-        self._append_local(EntryKind.EMPTY, b"")
+        self._lead = LeaderState(
+            self.id,
+            self.term,
+            self.log,
+            self.config,
+            self.conf,
+            self._confs[-1][0],
+            self._snapshot,
+            self._send,
+            self._emit_read,
+            self._now,
+        )
+        self._check_resign()
 
-    def _new_progress(self, next_index: int) -> Progress:
-        pr = Progress(next_index, self.config.max_inflight_msgs, self.config.max_inflight_bytes)
-        pr.recent_active = True
-        return pr
-
-    def _members(self) -> list[NodeId]:
-        conf = self.conf
-        return [*conf.voters, *conf.learners]
+    def _check_resign(self) -> None:
+        if self._lead is not None and self._lead.resign:
+            self._become_follower(self.term, None)
 
     # ------------------------------------------------------------- follower
 
@@ -723,13 +685,13 @@ class RaftNode:
                     logger.warning("%s: skipping conf entry %d: %s", self.id, entry.index, exc)
                     continue
                 self._confs.append((entry.index, new))
-                self._conf_changed()
+                if self._lead is not None:
+                    self._lead.conf_changed(new, entry.index)
 
     def _truncate_confs(self, first: int) -> None:
         if self._confs[-1][0] >= first:
             while len(self._confs) > 1 and self._confs[-1][0] >= first:
                 self._confs.pop()
-            self._conf_changed()
 
     def _conf_at(self, index: int) -> ConfState:
         conf = self._confs[0][1]
@@ -739,270 +701,26 @@ class RaftNode:
             conf = c
         return conf
 
-    def _conf_changed(self) -> None:
-        if self.role is not Role.LEADER:
-            return
-        members = self._members()
-        for peer in list(self._prs):
-            if peer not in members:
-                del self._prs[peer]
-                self._send_to.pop(peer, None)
-        for peer in members:
-            if peer not in self._prs:
-                self._prs[peer] = self._new_progress(self.log.last_index() + 1)
-                self._send_to[peer] = True
-        if self._transferee is not None and self._transferee not in self.conf.voters:
-            self._abort_transfer()
-        self._maybe_commit()
-
     # --------------------------------------------------------------- leader
 
-    def _check_can_propose(self) -> None:
-        if self.role is not Role.LEADER:
+    def _leader_for_proposal(self) -> LeaderState:
+        if self._lead is None:
             raise NotLeader(self.leader)
-        if self._transferee is not None:
-            raise ProposalDropped(f"leadership transfer to {self._transferee} in progress")
-        if self.id not in self._prs:
-            raise ProposalDropped("this leader is being removed from the group")
+        self._lead.check_can_propose()
+        return self._lead
 
-    def _append_local(self, kind: EntryKind, data: bytes) -> ProposalResult:
-        index = LogIndex(self.log.last_index() + 1)
-        entry = Entry(self.term, index, kind, data)
-        self.log.append(entry)
+    def _append_local(self, lead: LeaderState, kind: EntryKind, data: bytes) -> ProposalResult:
+        entry = lead.append(kind, data)
         if kind is EntryKind.CONF_CHANGE:
             self._track_conf_entries((entry,))
-        own = self._prs.get(self.id)
-        if own is not None:
-            own.maybe_update(index)
-        for peer in self._prs:
-            if peer != self.id:
-                self._send_to.setdefault(peer, False)
-        self._maybe_commit()
-        return ProposalResult(index, self.term)
-
-    def _maybe_commit(self) -> bool:
-        """Advance the commit index to what a quorum of voters stores, if that entry
-        is from the current term (§5.4.2). True if it advanced."""
-        voters = self.conf.voters
-        matches = [self._prs[v].match if v in self._prs else 0 for v in voters]
-        index = quorum_index(matches)
-        if index <= self.log.committed or self.log.term(index) != self.term:
-            return False
-        self.log.commit_to(index)
-        for peer in self._prs:
-            if peer != self.id:
-                self._send_to[peer] = True  # tell followers the new commit index
-        if self._reads_waiting and self.log.committed >= self._term_start:
-            waiting, self._reads_waiting = self._reads_waiting, []
-            for context, requester in waiting:
-                self._leader_read(context, requester)
-        if self.id not in self.conf.voters and self._confs[-1][0] <= self.log.committed:
-            self._step_down_removed()
-        return True
-
-    def _step_down_removed(self) -> None:
-        """Our removal committed (§6): tell the followers the commit index, hand
-        leadership to the most up-to-date voter, and step down."""
-        logger.info("%s: removed from the group, stepping down", self.id)
-        self._flush_appends()
-        best: tuple[int, NodeId] | None = None
-        for voter in self.conf.voters:
-            pr = self._prs.get(voter)
-            if pr is not None and pr.match == self.log.last_index():
-                best = max(best or (pr.match, voter), (pr.match, voter))
-        if best is not None:
-            self._send(TimeoutNow(self.id, best[1], self.term))
-        self._become_follower(self.term, None)
+        self._check_resign()
+        return ProposalResult(entry.index, entry.term)
 
     def _send(self, msg: Message) -> None:
         self._msgs.append(msg)
 
-    def _flush_appends(self) -> None:
-        if self.role is not Role.LEADER:
-            self._send_to = {}
-            return
-        if self._readonly.round_needed():
-            self._broadcast_heartbeat()
-        send_to, self._send_to = self._send_to, {}
-        for peer, even_empty in send_to.items():
-            pr = self._prs.get(peer)
-            if pr is not None:
-                self._send_appends(peer, pr, even_empty)
-
-    def _send_appends(self, peer: NodeId, pr: Progress, even_empty: bool) -> None:
-        """Send as many appends as flow control allows (one while probing)."""
-        sent = False
-        last = self.log.last_index()
-        while not pr.is_paused():
-            prev = pr.next - 1
-            prev_term = self.log.term(prev)
-            if prev_term is None:
-                self._send_snapshot(peer, pr)
-                return
-            entries = self.log.slice(
-                pr.next, last + 1, self.config.max_append_entries, self.config.max_append_bytes
-            )
-            if not entries and (sent or not even_empty):
-                return
-            self._send(
-                AppendEntries(
-                    self.id,
-                    peer,
-                    self.term,
-                    LogIndex(prev),
-                    prev_term,
-                    tuple(entries),
-                    self.log.committed,
-                )
-            )
-            sent = True
-            if pr.state is ProgressState.REPLICATE and entries:
-                pr.next = entries[-1].index + 1
-                pr.inflights.add(entries[-1].index, sum(entry_bytes(e) for e in entries))
-            elif pr.state is ProgressState.PROBE:
-                pr.probe_sent = True
-            if not entries:
-                return
-
-    def _send_snapshot(self, peer: NodeId, pr: Progress) -> None:
-        snap = self._snapshot
-        if snap is None:
-            raise RaftInvariantError("entries compacted but no snapshot held")
-        logger.info("%s: sending snapshot %d to %s", self.id, snap.meta.index, peer)
-        pr.become_snapshot(snap.meta.index, self._now)
-        self._send_snapshot_chunk(peer, pr)
-
-    def _send_snapshot_chunk(self, peer: NodeId, pr: Progress) -> None:
-        snap = self._snapshot
-        if snap is None or snap.meta.index != pr.snapshot_index:
-            if snap is None:
-                raise RaftInvariantError("no snapshot to send")
-            pr.become_snapshot(snap.meta.index, self._now)  # a newer one replaced it
-        start = pr.snapshot_offset
-        data = snap.data[start : start + self.config.snapshot_chunk_bytes]
-        done = start + len(data) >= len(snap.data)
-        pr.snapshot_sent_at = self._now
-        self._send(InstallSnapshot(self.id, peer, self.term, snap.meta, start, data, done))
-
-    def _retransmit_snapshots(self, now: float) -> None:
-        for peer, pr in self._prs.items():
-            if (
-                pr.state is ProgressState.SNAPSHOT
-                and now - pr.snapshot_sent_at >= self.config.snapshot_retransmit_s
-            ):
-                self._send_snapshot_chunk(peer, pr)
-
-    def _broadcast_heartbeat(self) -> None:
-        seq = self._readonly.start_round()
-        for peer, pr in self._prs.items():
-            if peer != self.id:
-                commit = LogIndex(min(pr.match, self.log.committed))
-                self._send(Heartbeat(self.id, peer, self.term, commit, seq))
-        self._release_reads()
-
-    def _handle_leader_response(
-        self, msg: AppendResponse | HeartbeatResponse | InstallSnapshotResponse
-    ) -> None:
-        pr = self._prs.get(msg.src)
-        if pr is None:
-            return
-        pr.recent_active = True
-        match msg:
-            case AppendResponse():
-                self._handle_append_response(msg, pr)
-            case HeartbeatResponse():
-                pr.probe_sent = False
-                if pr.state is ProgressState.REPLICATE and pr.inflights.full():
-                    pr.inflights.free_first()
-                if pr.match < self.log.last_index():
-                    self._send_to[msg.src] = True
-                if msg.read_seq > pr.read_seq:
-                    pr.read_seq = msg.read_seq
-                    self._release_reads()
-            case InstallSnapshotResponse():
-                if pr.state is not ProgressState.SNAPSHOT:
-                    return
-                if msg.done:
-                    pr.maybe_update(msg.snapshot_index)
-                    pr.become_probe()
-                    self._send_to[msg.src] = False
-                elif msg.snapshot_index == pr.snapshot_index:
-                    pr.snapshot_offset = msg.next_offset
-                    self._send_snapshot_chunk(msg.src, pr)
-            case _:
-                assert_never(msg)
-
-    def _handle_append_response(self, msg: AppendResponse, pr: Progress) -> None:
-        if not msg.success:
-            match_hint, _ = self.log.find_conflict_by_term(msg.hint_index, msg.hint_term)
-            if pr.maybe_decrease_to(msg.index, match_hint):
-                if pr.state is ProgressState.REPLICATE:
-                    pr.become_probe()
-                self._send_to[msg.src] = False
-            return
-        paused = pr.is_paused()
-        if not pr.maybe_update(msg.index):
-            if pr.state is ProgressState.REPLICATE:
-                pr.inflights.free_le(msg.index)
-            return
-        if pr.state is ProgressState.PROBE:
-            pr.become_replicate()
-        elif pr.state is ProgressState.SNAPSHOT and pr.match >= pr.snapshot_index:
-            pr.become_probe()
-        else:
-            pr.inflights.free_le(msg.index)
-        if not self._maybe_commit() and (paused or pr.next <= self.log.last_index()):
-            self._send_to.setdefault(msg.src, False)
-        if msg.src == self._transferee and pr.match == self.log.last_index():
-            self._send(TimeoutNow(self.id, msg.src, self.term))
-
-    def _quorum_active(self) -> bool:
-        active = 0
-        for voter in self.conf.voters:
-            pr = self._prs.get(voter)
-            if voter == self.id or (pr is not None and pr.recent_active):
-                active += 1
-        for peer, pr in self._prs.items():
-            if peer != self.id:
-                pr.recent_active = False
-        return active >= len(self.conf.voters) // 2 + 1
-
-    def _abort_transfer(self) -> None:
-        self._transferee = None
-        self._transfer_deadline = math.inf
-
-    # ---------------------------------------------------------------- reads
-
-    def _leader_read(self, context: bytes, requester: NodeId | None) -> bool:
-        """Queue a read; False if too many are pending already."""
-        if len(self._readonly) + len(self._reads_waiting) >= self.config.max_pending_reads:
-            return False
-        if self.log.committed < self._term_start:
-            self._reads_waiting.append((context, requester))
-            return True
-        self._readonly.add(self.log.committed, context, requester)
-        self._release_reads()  # a single-voter group needs no round
-        return True
-
-    def _release_reads(self) -> None:
-        if not len(self._readonly):
-            return
-        voters = self.conf.voters
-        # We vouch for every round we sent; a lone voter needs no round at all.
-        own = self._readonly.last_sent_seq + (1 if len(voters) == 1 else 0)
-        seqs = [
-            own if v == self.id else (self._prs[v].read_seq if v in self._prs else 0)
-            for v in voters
-        ]
-        for read in self._readonly.release(quorum_index(seqs)):
-            if read.requester is None:
-                self._read_states.append(ReadState(read.index, read.context))
-            else:
-                self._send(
-                    ReadIndexResponse(
-                        self.id, read.requester, self.term, read.context, read.index, True
-                    )
-                )
+    def _emit_read(self, state: ReadState) -> None:
+        self._read_states.append(state)
 
     def _hard_state(self) -> HardState:
         return HardState(self.term, self.voted_for, self.log.committed)
