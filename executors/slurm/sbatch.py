@@ -39,7 +39,11 @@ Safety: every value that reaches a shell line is ``shlex.quote``-d;
 config names, the GRES type) are checked against strict character sets
 instead, and a value that fails is refused, never escaped. Before anything
 else the script unsets inherited variables with the configured prefixes
-(``COLONYMESH_`` by default) so no executor secret reaches the job.
+(``COLONYMESH_`` by default) so no executor secret reaches the job. The
+job runs under the executor owner's account, so spec ``env`` names that
+would change which program runs or how (``PATH``, ``LD_*``, ``BASH_ENV``,
+``PYTHON*``, ``SLURM_*``, ``SINGULARITY_*``... see ``DEFAULT_ENV_DENIED``)
+are refused with a field-named error unless the config allows them.
 """
 
 from __future__ import annotations
@@ -70,6 +74,37 @@ _GRES_TYPE = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 _ENV_PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 
 
+DEFAULT_ENV_DENIED = (
+    "PATH",
+    "LD_*",
+    "BASH_ENV",
+    "ENV",
+    "BASHOPTS",
+    "SHELLOPTS",
+    "IFS",
+    "PS4",
+    "PROMPT_COMMAND",
+    "MODULEPATH",
+    "LMOD_*",
+    "PYTHON*",
+    "PERL5*",
+    "PERLLIB",
+    "RUBYLIB",
+    "RUBYOPT",
+    "NODE_OPTIONS",
+    "NODE_PATH",
+    "SLURM_*",
+    "SBATCH_*",
+    "SRUN_*",
+    "SINGULARITY_*",
+    "APPTAINER_*",
+)
+
+
+def _denied(name: str, patterns: tuple[str, ...]) -> bool:
+    return any(name.startswith(p[:-1]) if p.endswith("*") else name == p for p in patterns)
+
+
 class SlurmConfigError(ValueError):
     """The executor's Slurm configuration (not the spec) is unusable."""
 
@@ -97,6 +132,9 @@ class SlurmConfig:
     workdir: str = ""
     job_name_prefix: str = "colonymesh"
     scrub_env_prefixes: tuple[str, ...] = ("COLONYMESH_",)
+    # Spec env names refused here ("X*" = prefix): they would change which
+    # program runs, or how, under the executor owner's account.
+    env_denied: tuple[str, ...] = DEFAULT_ENV_DENIED
 
     def check(self) -> None:
         """Raise ``SlurmConfigError`` for any value unsafe to write into a script."""
@@ -235,7 +273,12 @@ def to_sbatch(spec: FunctionSpec, process_id: str, config: SlurmConfig) -> Sbatc
     lines.append(f"export COLONYMESH_PROCESS_ID={shlex.quote(process_id)}")
     if config.fs_dir:
         lines.append(f"export COLONYMESH_FS_DIR={shlex.quote(config.fs_dir)}")
-    lines += [f"export {name}={shlex.quote(value)}" for name, value in spec.env]
+    for name, value in spec.env:
+        if _denied(name, config.env_denied):
+            raise SpecError(
+                f"env.{name}", "may not be set on this executor: it would change which program runs"
+            )
+        lines.append(f"export {name}={shlex.quote(value)}")
     lines.append(_launch(spec, config))
     return SbatchJob(
         script="\n".join(lines) + "\n",

@@ -320,3 +320,17 @@ def test_executor_secrets_are_scrubbed(tmp_path: Path) -> None:
     assert "COLONYMESH_PRIVATE_KEY" not in environ
     assert environ["OTHER"] == "kept"
     assert environ["COLONYMESH_PROCESS_ID"] == "p9"
+
+
+@pytest.mark.parametrize(
+    "name", ["PATH", "LD_PRELOAD", "BASH_ENV", "PYTHONPATH", "SLURM_EXPORT_ENV", "SINGULARITY_BIND"]
+)
+def test_env_that_would_change_the_program_is_refused(name: str) -> None:
+    funcspec = parse_function_spec(
+        {"funcname": "train", "env": {name: "/tmp/evil"}, "conditions": {"executortype": "hpc"}}
+    )
+    with pytest.raises(SpecError) as caught:
+        to_sbatch(funcspec, "p", CONFIG)
+    assert caught.value.path == f"env.{name}"
+    relaxed = SlurmConfig(log_dir="/l", commands=CONFIG.commands, env_denied=())
+    assert f"export {name}=/tmp/evil" in to_sbatch(funcspec, "p", relaxed).script
