@@ -328,39 +328,47 @@ class RaftNode:
         self._confs = [(index, self._confs[keep][1]), *self._confs[keep + 1 :]]
 
     def has_ready(self) -> bool:
-        return self._outstanding is None and bool(
+        """Whether ``ready()`` may return a batch (cheap; no side effects)."""
+        return self._outstanding is None and (
+            (self._lead is not None and self._lead.has_work()) or self._has_output()
+        )
+
+    def _has_output(self) -> bool:
+        log, hs = self.log, self._handed_hs
+        return bool(
             self._msgs
-            or (self._lead is not None and self._lead.has_work())
             or self._read_states
             or self._pending_snapshot is not None
-            or self.log.unstable_from <= self.log.last_index()
-            or self._applying < self.log.committed
-            or self._hard_state() != self._handed_hs
+            or log.unstable_from <= log.last_index()
+            or self._applying < log.committed
+            or self.term != hs.term
+            or self.voted_for != hs.voted_for
+            or log.committed != hs.commit
         )
 
     def ready(self) -> Ready | None:
         """The next batch of work, or None if there is none. See the module docstring."""
         if self._outstanding is not None:
             raise RaftUsageError("ready() called again before advance()")
-        if self._lead is not None:
+        if self._lead is not None and self._lead.has_work():
             self._lead.flush()
-        entries = tuple(self.log.unstable_entries())
+        if not self._has_output():
+            return None
+        log = self.log
+        entries = tuple(log.unstable_entries())
         hs = self._hard_state()
-        hs_out = hs if hs != self._handed_hs else None
         snapshot = self._pending_snapshot
         restore = self._pending_restore
         applying = self._applying
         if restore and snapshot is not None:
             applying = snapshot.meta.index
         committed: tuple[Entry, ...] = ()
-        if applying < self.log.committed:
+        if applying < log.committed:
             committed = tuple(
-                self.log.slice(applying + 1, self.log.committed + 1, self.config.max_apply_entries)
+                log.slice(applying + 1, log.committed + 1, self.config.max_apply_entries)
             )
-        if not (entries or hs_out or snapshot or self._msgs or committed or self._read_states):
-            return None
         rd = Ready(
-            hard_state=hs_out,
+            hard_state=hs if hs != self._handed_hs else None,
             snapshot=snapshot,
             restore_snapshot=restore,
             entries=entries,
@@ -372,7 +380,7 @@ class RaftNode:
         self._read_states = []
         self._pending_snapshot = None
         self._pending_restore = False
-        self.log.mark_handed_out()
+        log.mark_handed_out()
         self._handed_hs = hs
         self._applying = committed[-1].index if committed else applying
         self._outstanding = rd
