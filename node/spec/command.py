@@ -106,8 +106,9 @@ def resolve_command(
             argv += [arg_word(item) for item in extra]
     else:
         raise SpecError("funcname", f"{spec.funcname!r} is not registered with this executor")
-    if not argv or not argv[0]:
-        raise SpecError("kwargs.cmd", "must name a program")
+    if not argv or not argv[0] or argv[0].startswith("-"):
+        # A leading "-" would be read as an option of srun/singularity/the shell.
+        raise SpecError("kwargs.cmd", "must name a program (not empty, not starting with '-')")
     for index, word in enumerate(argv):
         if "\x00" in word or len(word) > ARGV_WORD_CHARS_MAX:
             raise SpecError(f"argv[{index}]", "must hold no NUL and be at most 128 KiB")

@@ -334,3 +334,12 @@ def test_env_that_would_change_the_program_is_refused(name: str) -> None:
     assert caught.value.path == f"env.{name}"
     relaxed = SlurmConfig(log_dir="/l", commands=CONFIG.commands, env_denied=())
     assert f"export {name}=/tmp/evil" in to_sbatch(funcspec, "p", relaxed).script
+
+
+@pytest.mark.parametrize("cmd", ["--uid=0 ./x", "", "  ", ["-x"]])
+def test_spec_command_must_name_a_program(cmd: object) -> None:
+    funcspec = parse_function_spec(
+        {"funcname": "execute", "kwargs": {"cmd": cmd}, "conditions": {"executortype": "hpc"}}
+    )
+    with pytest.raises(SpecError, match=r"^kwargs\.cmd: must name a program"):
+        to_sbatch(funcspec, "p", SlurmConfig(log_dir="/l", allow_spec_commands=True))
