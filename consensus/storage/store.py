@@ -508,6 +508,7 @@ class LogStore:
                 seg.path.unlink()
                 if self._fsync:
                     fsync_dir(self._dir)
+                    self._dir_dirty = False  # every directory change so far is durable
             seg = self._segments[-1]
             seg.truncate_from(index)
             self._terms.truncate_from(index)
@@ -544,7 +545,8 @@ class LogStore:
                 self._last_index = max(self._last_index, meta.index)
                 if not keep:
                     self._discard_all_segments()
-                    self._start_fresh_segment()
+                    self._start_fresh_segment()  # fsyncs the directory
+                    self._dir_dirty = not self._fsync
                 # The snapshot itself is durable: so is everything it covers.
                 self._durable_index = max(self._durable_index, meta.index)
             log.info(
@@ -589,6 +591,7 @@ class LogStore:
             seg.path.unlink()
         if self._fsync:
             fsync_dir(self._dir)
+            self._dir_dirty = False
         log.info("compacted %d segment(s) up to index %d", victims, upto_index)
         return victims
 

@@ -191,6 +191,6 @@ class LongStoreMachine(StoreMachine):
 
 
 LongStoreMachine.TestCase.settings = settings(
-    max_examples=500, stateful_step_count=60, deadline=None
+    max_examples=300, stateful_step_count=50, deadline=None
 )
 test_store_against_model_long = pytest.mark.slow(LongStoreMachine.TestCase)
