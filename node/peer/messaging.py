@@ -92,13 +92,14 @@ class Messenger:
         opener: EnvelopeOpener,
         clock: Callable[[], float],
         config: MessagingConfig,
-        on_bad_frame: BadFrameHook,
+        on_bad_frame: BadFrameHook | None = None,
     ) -> None:
         self.config = config
         self._sealer = sealer
         self._opener = opener
         self._clock = clock
-        self._on_bad_frame = on_bad_frame
+        # Called for every refused frame; the peer closes that connection.
+        self.on_bad_frame = on_bad_frame
         self._handlers: dict[str, Handler] = {}
         self.counters: dict[str, int] = {
             "requests_sent": 0,
@@ -245,7 +246,8 @@ class Messenger:
             cause,
             error,
         )
-        self._on_bad_frame(connection, cause)
+        if self.on_bad_frame is not None:
+            self.on_bad_frame(connection, cause)
 
     async def _receive(self, stream: MuxedStream) -> Incoming | None:
         try:

@@ -120,15 +120,13 @@ class Peer:
         gatekeeper = Gatekeeper(
             config.membership, opener, sealer, config.certificate, config.clock, config.gating
         )
-        messenger = Messenger(
-            sealer, opener, config.clock, config.messaging, on_bad_frame=lambda c, _: None
-        )
+        messenger = Messenger(sealer, opener, config.clock, config.messaging)
         async with (
             Host.open(config.keys, config=config.transport, gate=gatekeeper.gate) as host,
             trio.open_nursery() as nursery,
         ):
             peer = cls(config, host, nursery, gatekeeper, messenger)
-            messenger._on_bad_frame = peer._on_bad_frame
+            messenger.on_bad_frame = peer._on_bad_frame
             gatekeeper.attach(host, nursery)
             gatekeeper.on_admitted = peer._on_admitted
             host.set_stream_handler(REQUEST_PROTOCOL, gatekeeper.guard(messenger.serve_request))
@@ -333,8 +331,7 @@ class SyncPeer:
         return self._peer
 
     def _call(self, function: Callable[..., Any], *args: Any) -> Any:
-        peer = self.peer  # raises if not running
-        del peer
+        self.peer  # noqa: B018 -- raises if not running
         return trio.from_thread.run(function, *args, trio_token=self._token)
 
     def _call_sync(self, function: Callable[..., Any], *args: Any) -> Any:
