@@ -203,8 +203,11 @@ def validate_message(msg: Message) -> None:
     """Raise :class:`RaftProtocolError` unless ``msg`` is structurally sound.
 
     Cheap (one pass over the entries of an append); it does not check the
-    message against any node's state, only against itself.
+    message against any node's state, only against itself. Field *types* are
+    the wire codec's job (it builds these classes from decoded frames).
     """
+    if not isinstance(msg, MESSAGE_TYPES):
+        raise RaftProtocolError(f"not a Raft message: {type(msg).__name__}")
     _non_negative("term", msg.term)
     if not msg.src or not msg.dst:
         raise RaftProtocolError("empty src or dst")

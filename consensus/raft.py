@@ -469,7 +469,8 @@ class RaftNode:
     def _follow(self, leader: NodeId) -> bool:
         """A same-term leader message arrived; become (or stay) its follower."""
         if self.role is Role.LEADER:
-            raise RaftInvariantError(f"two leaders in term {self.term}: {self.id}, {leader}")
+            # Impossible from a correct peer (election safety): blame the sender.
+            raise RaftProtocolError(f"{leader} claims to lead term {self.term}, led by {self.id}")
         if self.role is not Role.FOLLOWER or self.leader != leader:
             self._become_follower(self.term, leader)
         self._leader_contact = self._now
