@@ -1,0 +1,194 @@
+"""A member's handle on the colony ledger: propose commands, read processes, long-poll.
+
+Any peer can use it. It seals commands with the member's key (so replicas can
+verify the author), sends them to the server it believes leads, follows
+leader hints, and fails over to the next server when one is unreachable.
+Reads go to any server. The client never retries a command it may have
+delivered with a *new* sequence number unless the command is idempotent
+(submissions are, by spec id and nonce); callers of non-idempotent commands
+(claims) reconcile by reading instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import trio
+
+from colonymesh.node.certs import encode_record
+from colonymesh.node.colony.protocol import (
+    GetProcess,
+    GetStatus,
+    GetWorkflow,
+    ListProcesses,
+    Propose,
+    Proposed,
+    View,
+    WaitWork,
+)
+from colonymesh.node.envelope import EnvelopeSealer
+from colonymesh.node.errors import ColonymeshError
+from colonymesh.node.identity import Signer
+from colonymesh.node.ledger.commands import Admit, SubmitFunction, SubmitWorkflow
+from colonymesh.node.peer.peer import Peer
+
+log = logging.getLogger("colonymesh.node.colony")
+
+
+class ColonyUnavailable(ColonymeshError):
+    """No server peer answered in time (none reachable, or no leader elected)."""
+
+
+class CommandRefused(ColonymeshError):
+    """The ledger refused the command; the message says why."""
+
+
+class ColonyClient:
+    def __init__(self, peer: Peer, servers: Sequence[str], *, timeout_s: float = 15.0) -> None:
+        if not servers:
+            raise ColonymeshError("a colony client needs at least one server peer id")
+        self.peer = peer
+        self.servers = list(servers)
+        self.timeout_s = timeout_s
+        self._leader: str | None = None
+        colony_id = peer.config.membership.colony.colony_id
+        self._sealer = EnvelopeSealer(Signer(peer.config.keys), colony_id, time.time())
+
+    # --- commands --------------------------------------------------------------
+
+    def seal(self, body: object) -> bytes:
+        return self._sealer.seal(body, time.time())
+
+    async def propose(self, body: object) -> Proposed:
+        """Deliver one sealed command to the leader; its outcome (applied or refused)."""
+        frame = self.seal(body)
+        deadline = trio.current_time() + self.timeout_s
+        candidates = self._candidates()
+        last_error = "no server answered"
+        while trio.current_time() < deadline:
+            server = candidates.pop(0) if candidates else None
+            if server is None:
+                await trio.sleep(0.05)  # an election may be under way
+                candidates = self._candidates()
+                continue
+            try:
+                answer = await self.peer.request(
+                    server, Propose(frame), timeout=max(0.1, deadline - trio.current_time())
+                )
+            except ColonymeshError as error:
+                last_error = f"{server[-8:]}: {error}"
+                if self._leader == server:
+                    self._leader = None
+                continue
+            if not isinstance(answer, Proposed):
+                last_error = f"{server[-8:]} answered {type(answer).__name__}"
+                continue
+            if answer.not_leader:
+                self._leader = answer.leader_hint or None
+                if answer.leader_hint and answer.leader_hint in self.servers:
+                    candidates.insert(0, answer.leader_hint)
+                continue
+            self._leader = server
+            return answer
+        raise ColonyUnavailable(f"command not delivered within {self.timeout_s:g} s ({last_error})")
+
+    async def run(self, body: object) -> str:
+        """Propose ``body``; return its subject (process/workflow id), or raise its refusal."""
+        answer = await self.propose(body)
+        if not answer.applied:
+            raise CommandRefused(answer.reason)
+        return answer.subject
+
+    async def admit_self(self) -> None:
+        """Make sure the ledger knows our certificate (idempotent)."""
+        certificate = self.peer.certificate
+        if certificate is not None:
+            await self.run(Admit(encode_record(certificate)))
+
+    async def submit(self, spec: dict[str, Any] | str) -> str:
+        text = spec if isinstance(spec, str) else json.dumps(spec)
+        return await self.run(SubmitFunction(text, os.urandom(16)))
+
+    async def submit_workflow(self, workflow: dict[str, Any] | str) -> str:
+        text = workflow if isinstance(workflow, str) else json.dumps(workflow)
+        return await self.run(SubmitWorkflow(text, os.urandom(16)))
+
+    # --- reads ------------------------------------------------------------------
+
+    def _candidates(self) -> list[str]:
+        ordered = [self._leader] if self._leader in self.servers else []
+        return [*ordered, *(s for s in self.servers if s not in ordered)]
+
+    async def query(self, body: object, *, wait_s: float = 0.0) -> View:
+        deadline = trio.current_time() + self.timeout_s + wait_s
+        last_error = ""
+        while trio.current_time() < deadline:
+            for server in self._candidates():
+                try:
+                    answer = await self.peer.request(
+                        server, body, timeout=max(0.1, deadline - trio.current_time())
+                    )
+                except ColonymeshError as error:
+                    last_error = str(error)
+                    continue
+                if isinstance(answer, View):
+                    return answer
+            await trio.sleep(0.05)
+        raise ColonyUnavailable(f"no server answered within {self.timeout_s:g} s ({last_error})")
+
+    async def process(self, process_id: str, *, wait_final_s: float = 0.0) -> dict[str, Any] | None:
+        view = await self.query(GetProcess(process_id, wait_final_s), wait_s=wait_final_s)
+        return json.loads(view.json) if view.found else None
+
+    async def workflow(
+        self, workflow_id: str, *, wait_final_s: float = 0.0
+    ) -> dict[str, Any] | None:
+        view = await self.query(GetWorkflow(workflow_id, wait_final_s), wait_s=wait_final_s)
+        return json.loads(view.json) if view.found else None
+
+    async def wait(self, process_id: str, timeout_s: float | None = None) -> dict[str, Any]:
+        """The process once SUCCESS, FAILED or CANCELLED (ColonyOS waits for SUCCESS only)."""
+        deadline = None if timeout_s is None else trio.current_time() + timeout_s
+        while True:
+            remaining = (
+                25.0 if deadline is None else max(0.0, min(25.0, deadline - trio.current_time()))
+            )
+            view = await self.process(process_id, wait_final_s=remaining)
+            if view is not None and view["state"] in ("success", "failed", "cancelled"):
+                return view
+            if deadline is not None and trio.current_time() >= deadline:
+                raise trio.TooSlowError(f"process {process_id} not final after {timeout_s} s")
+
+    async def wait_workflow(
+        self, workflow_id: str, timeout_s: float | None = None
+    ) -> dict[str, Any]:
+        deadline = None if timeout_s is None else trio.current_time() + timeout_s
+        while True:
+            remaining = (
+                25.0 if deadline is None else max(0.0, min(25.0, deadline - trio.current_time()))
+            )
+            view = await self.workflow(workflow_id, wait_final_s=remaining)
+            if view is not None and view["state"] in ("success", "failed", "cancelled"):
+                return view
+            if deadline is not None and trio.current_time() >= deadline:
+                raise trio.TooSlowError(f"workflow {workflow_id} not final after {timeout_s} s")
+
+    async def processes(
+        self, state: str = "", executor_type: str = "", limit: int = 100
+    ) -> list[dict[str, Any]]:
+        view = await self.query(ListProcesses(state, executor_type, limit))
+        result: list[dict[str, Any]] = json.loads(view.json)
+        return result
+
+    async def status(self) -> dict[str, Any]:
+        view = await self.query(GetStatus())
+        result: dict[str, Any] = json.loads(view.json)
+        return result
+
+    async def wait_work(self, executor_type: str, wait_s: float) -> bool:
+        return (await self.query(WaitWork(executor_type, wait_s), wait_s=wait_s)).found

@@ -1,0 +1,141 @@
+"""A whole colony on loopback in one trio run: the demo's, the tests' and the benchmarks'.
+
+Creates a colony (owner key, certificates for every member) and opens real
+peers on 127.0.0.1 with real sockets, Noise and yamux: ``servers`` server
+peers replicating the ledger with Raft on real disks (under ``state_dir``),
+``executors`` executor peers serving Python functions, and one submitter
+whose :class:`~colonymesh.node.colony.client.ColonyClient` is handed out.
+Everything lives in the caller's task tree and stops when the block exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from colonymesh.executors.python import PythonFunctions
+from colonymesh.node.certs import (
+    Capabilities,
+    Certificate,
+    Colony,
+    Membership,
+    Role,
+    create_colony,
+    issue_certificate,
+)
+from colonymesh.node.colony.client import ColonyClient
+from colonymesh.node.colony.server import LedgerServer, ServerConfig
+from colonymesh.node.colony.worker import ExecutorService
+from colonymesh.node.identity import KeyPair
+from colonymesh.node.peer.peer import Peer, PeerConfig
+
+log = logging.getLogger("colonymesh.node.colony")
+
+
+@dataclass
+class LocalColonyConfig:
+    state_dir: Path
+    functions: PythonFunctions
+    servers: int = 3
+    executors: int = 4
+    executor_type: str = "python"
+    concurrency: int = 2
+    name: str = "local"
+
+
+@dataclass
+class LocalColony:
+    colony: Colony
+    client: ColonyClient
+    servers: list[LedgerServer] = field(default_factory=list)
+    executors: list[ExecutorService] = field(default_factory=list)
+    peers: list[Peer] = field(default_factory=list)
+
+    def leader(self) -> LedgerServer | None:
+        return next((s for s in self.servers if s.is_leader), None)
+
+
+@asynccontextmanager
+async def open_local_colony(config: LocalColonyConfig) -> AsyncIterator[LocalColony]:
+    now = int(time.time())
+    owner = KeyPair.generate()
+    colony = create_colony(owner, config.name, now - 60)
+    members: list[tuple[str, KeyPair, Certificate]] = []
+
+    def admit(name: str, role: Role, executor_type: str = "") -> None:
+        keys = KeyPair.generate()
+        certificate = issue_certificate(
+            owner,
+            colony,
+            keys.public_key,
+            name=name,
+            roles=[role],
+            not_before=now - 60,
+            not_after=now + 86400,
+            serial=len(members) + 1,
+            executor_type=executor_type,
+            capabilities=Capabilities(
+                cpu_millicores=4000, mem_bytes=8 * 2**30, storage_bytes=2**34
+            ),
+        )
+        members.append((name, keys, certificate))
+
+    for i in range(config.servers):
+        admit(f"server-{i + 1}", Role.SERVER)
+    for i in range(config.executors):
+        admit(f"{config.executor_type}-{i + 1}", Role.EXECUTOR, config.executor_type)
+    admit("submitter", Role.SUBMITTER)
+    server_certificates = tuple(c for _, _, c in members[: config.servers])
+    server_ids = tuple(c.peer_id for c in server_certificates)
+
+    async with AsyncExitStack() as stack:
+        peers: list[Peer] = []
+        for _, keys, certificate in members:
+            membership = Membership(colony)
+            for _, _, known in members:
+                membership.admit(known, time.time())
+            peer = await stack.enter_async_context(
+                Peer.open(PeerConfig(keys, membership, certificate))
+            )
+            peers.append(peer)
+        for peer in peers:
+            for other in peers[: config.servers]:
+                if other is not peer:
+                    for address in other.listen_addrs:
+                        peer.add_address(other.peer_id, address)
+        async with trio.open_nursery() as nursery:
+            local = LocalColony(colony, ColonyClient(peers[-1], server_ids), peers=peers)
+            for index, peer in enumerate(peers[: config.servers]):
+                server = LedgerServer(
+                    peer,
+                    ServerConfig(
+                        state_dir=config.state_dir / f"server-{index + 1}",
+                        founding_servers=server_ids,
+                        genesis_ms=colony.created * 1000,
+                        founding_certificates=server_certificates,
+                    ),
+                    nursery,
+                )
+                await nursery.start(server.run)
+                local.servers.append(server)
+            await local.client.admit_self()
+            executor_members = zip(
+                members[config.servers : -1], peers[config.servers : -1], strict=True
+            )
+            for (name, _, _), peer in executor_members:
+                client = ColonyClient(peer, server_ids)
+                service = ExecutorService(
+                    client, config.functions, name=name, concurrency=config.concurrency
+                )
+                await nursery.start(service.run)
+                local.executors.append(service)
+            try:
+                yield local
+            finally:
+                nursery.cancel_scope.cancel()

@@ -1,0 +1,82 @@
+"""What members ask the colony's server peers, and what they answer.
+
+Commands travel as the author's own sealed envelope frame inside
+:class:`Propose`, so the leader forwards exactly what the author signed into
+the Raft log. Views of processes and the colony are JSON text: the same
+documents the CLI prints with ``--json`` and the SDK returns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from colonymesh.node.envelope import message
+from colonymesh.node.schema import limit
+
+FRAME_BYTES_MAX = 4 * 1024 * 1024
+VIEW_BYTES_MAX = 16 * 1024 * 1024
+ID_MAX = 128
+
+
+@message("colony.propose")
+@dataclass(frozen=True, slots=True)
+class Propose:
+    command: bytes = field(metadata=limit(FRAME_BYTES_MAX))
+
+
+@message("colony.proposed")
+@dataclass(frozen=True, slots=True)
+class Proposed:
+    """The outcome of a proposal, or where the leader is."""
+
+    applied: bool
+    reason: str = field(default="", metadata=limit(64 * 1024))
+    subject: str = field(default="", metadata=limit(1024))
+    not_leader: bool = False
+    leader_hint: str = field(default="", metadata=limit(256))
+
+
+@message("colony.get_process")
+@dataclass(frozen=True, slots=True)
+class GetProcess:
+    process_id: str = field(metadata=limit(ID_MAX))
+    wait_final_s: float = 0.0  # long-poll: answer once final, or after this long
+
+
+@message("colony.get_workflow")
+@dataclass(frozen=True, slots=True)
+class GetWorkflow:
+    workflow_id: str = field(metadata=limit(ID_MAX))
+    wait_final_s: float = 0.0
+
+
+@message("colony.list_processes")
+@dataclass(frozen=True, slots=True)
+class ListProcesses:
+    state: str = field(default="", metadata=limit(16))
+    executor_type: str = field(default="", metadata=limit(128))
+    limit: int = 100
+
+
+@message("colony.status")
+@dataclass(frozen=True, slots=True)
+class GetStatus:
+    pass
+
+
+@message("colony.wait_work")
+@dataclass(frozen=True, slots=True)
+class WaitWork:
+    """An executor's long-poll: answer when a process it might run is ready (or on timeout)."""
+
+    executor_type: str = field(metadata=limit(128))
+    wait_s: float = 5.0
+
+
+@message("colony.view")
+@dataclass(frozen=True, slots=True)
+class View:
+    """A JSON document answering a query; ``found`` is False for an unknown id."""
+
+    found: bool
+    json: str = field(default="", metadata=limit(VIEW_BYTES_MAX))

@@ -1,0 +1,245 @@
+"""A server peer's colony duties: replicate the ledger with Raft and answer members.
+
+Composes, inside one nursery that lives as long as the peer: the ledger
+(:class:`~colonymesh.node.ledger.ledger.Ledger`), the Raft driver that
+replicates it over :class:`~colonymesh.node.raft.network.PeerRaftNetwork`, and
+the request handlers members use:
+
+* ``colony.propose``: the leader appends the author's sealed command to the
+  log and answers with its outcome once applied; a follower answers with the
+  leader it knows, and the member asks there.
+* ``colony.get_process`` / ``get_workflow`` / ``list_processes`` / ``status``:
+  answered from this replica (which may trail the leader by a heartbeat).
+  ``wait_final_s`` turns a read into a long-poll that answers as soon as the
+  process is final here.
+* ``colony.wait_work``: an executor's long-poll for claimable work.
+
+While leader, the server seals a :class:`~colonymesh.node.ledger.commands.Tick`
+with its clock every ``tick_interval_s``: time enters the ledger only so.
+
+Every replica builds the same genesis ledger: the colony, the genesis time and
+the founding certificates, all from the colony's configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from colonymesh.consensus import NotLeader, ProposalDropped, RaftConfig, Role
+from colonymesh.consensus.storage import LogStore
+from colonymesh.consensus.types import Entry, NodeId
+from colonymesh.node.certs import Certificate
+from colonymesh.node.colony import views
+from colonymesh.node.colony.protocol import (
+    GetProcess,
+    GetWorkflow,
+    ListProcesses,
+    Propose,
+    Proposed,
+    View,
+    WaitWork,
+)
+from colonymesh.node.envelope import EnvelopeSealer
+from colonymesh.node.identity import Signer
+from colonymesh.node.ledger.commands import Tick
+from colonymesh.node.ledger.events import CommandApplied, CommandRefused, LedgerEvent
+from colonymesh.node.ledger.ledger import Ledger
+from colonymesh.node.ledger.model import ProcessState
+from colonymesh.node.peer.messaging import Incoming
+from colonymesh.node.peer.peer import Peer
+from colonymesh.node.raft.driver import ProposalLost, RaftDriver
+from colonymesh.node.raft.network import PeerRaftNetwork
+
+log = logging.getLogger("colonymesh.node.colony")
+
+LONG_POLL_MAX_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    state_dir: Path
+    founding_servers: tuple[str, ...]
+    genesis_ms: int
+    founding_certificates: tuple[Certificate, ...] = ()
+    raft: RaftConfig = field(
+        default_factory=lambda: RaftConfig(election_timeout_s=0.5, heartbeat_interval_s=0.05)
+    )
+    tick_interval_s: float = 0.5
+    propose_timeout_s: float = 10.0
+
+
+class LedgerMachine:
+    """Adapts the ledger to the Raft driver and wakes long-polls after every apply."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.changed = trio.Event()
+
+    def apply(self, entry: Entry) -> list[LedgerEvent]:
+        events = self.ledger.apply(entry.index, entry.data)
+        self.changed.set()
+        self.changed = trio.Event()
+        return events
+
+    def snapshot(self) -> bytes:
+        raise NotImplementedError("ledger snapshots are not implemented; compaction is off")
+
+    def restore(self, data: bytes) -> None:
+        raise NotImplementedError("ledger snapshots are not implemented; compaction is off")
+
+
+class LedgerServer:
+    def __init__(self, peer: Peer, config: ServerConfig, nursery: trio.Nursery) -> None:
+        self.peer = peer
+        self.config = config
+        colony = peer.config.membership.colony
+        certificates = sorted(config.founding_certificates, key=lambda c: c.member_key)
+        self.ledger = Ledger(colony, genesis_ms=config.genesis_ms, certificates=certificates)
+        self.machine = LedgerMachine(self.ledger)
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        self.store = LogStore.open(config.state_dir / "raft")
+        self.network = PeerRaftNetwork(peer, nursery, self._deliver)
+        self.driver = RaftDriver(
+            NodeId(peer.peer_id),
+            self.store,
+            self.machine,
+            self.network,
+            founding_voters=[NodeId(p) for p in config.founding_servers],
+            raft_config=config.raft,
+        )
+        self._sealer = EnvelopeSealer(Signer(peer.config.keys), colony.colony_id, time.time())
+        for kind, handler in (
+            ("colony.propose", self._propose),
+            ("colony.get_process", self._get_process),
+            ("colony.get_workflow", self._get_workflow),
+            ("colony.list_processes", self._list_processes),
+            ("colony.status", self._status),
+            ("colony.wait_work", self._wait_work),
+        ):
+            peer.on(kind, handler)
+
+    def _deliver(self, message: Any) -> None:
+        self.driver.deliver(message)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.driver.run)
+                nursery.start_soon(self._tick_while_leader)
+                task_status.started()
+        finally:
+            self.store.close()
+
+    @property
+    def is_leader(self) -> bool:
+        return self.driver.status().role is Role.LEADER
+
+    async def propose_frame(self, frame: bytes) -> Proposed:
+        status = self.driver.status()
+        if status.role is not Role.LEADER:
+            return Proposed(False, not_leader=True, leader_hint=status.leader or "")
+        try:
+            with trio.fail_after(self.config.propose_timeout_s):
+                events: list[LedgerEvent] = await self.driver.propose(frame)
+        except NotLeader as error:
+            return Proposed(False, not_leader=True, leader_hint=error.leader_hint or "")
+        except (ProposalLost, ProposalDropped, trio.TooSlowError) as error:
+            return Proposed(False, reason=f"proposal not committed: {error}; retry")
+        first = events[0]
+        if isinstance(first, CommandApplied):
+            return Proposed(True, subject=first.subject)
+        if isinstance(first, CommandRefused):
+            return Proposed(False, reason=first.reason)
+        raise RuntimeError(f"the ledger answered a command with {first!r}")
+
+    async def _tick_while_leader(self) -> None:
+        while True:
+            await trio.sleep(self.config.tick_interval_s)
+            if self.is_leader:
+                now = time.time()
+                result = await self.propose_frame(self._sealer.seal(Tick(int(now * 1000)), now))
+                if not result.applied and not result.not_leader:
+                    log.info("tick not applied: %s", result.reason)
+
+    # --- handlers ---------------------------------------------------------------
+
+    async def _propose(self, incoming: Incoming) -> Proposed:
+        body: Propose = incoming.body
+        return await self.propose_frame(body.command)
+
+    async def _wait_until(self, ready: Any, wait_s: float) -> None:
+        with trio.move_on_after(min(max(wait_s, 0.0), LONG_POLL_MAX_S)):
+            while not ready():
+                await self.machine.changed.wait()
+
+    async def _get_process(self, incoming: Incoming) -> View:
+        body: GetProcess = incoming.body
+        processes = self.ledger.processes
+
+        def final() -> bool:
+            process = processes.get(body.process_id)
+            return process is not None and process.state.is_final
+
+        await self._wait_until(final, body.wait_final_s)
+        process = processes.get(body.process_id)
+        if process is None:
+            return View(False)
+        return View(True, json.dumps(views.process_view(process, logs=True)))
+
+    async def _get_workflow(self, incoming: Incoming) -> View:
+        body: GetWorkflow = incoming.body
+        workflows = self.ledger.workflows
+
+        def final() -> bool:
+            workflow = workflows.get(body.workflow_id)
+            return workflow is not None and workflow.state.is_final
+
+        await self._wait_until(final, body.wait_final_s)
+        workflow = workflows.get(body.workflow_id)
+        if workflow is None:
+            return View(False)
+        return View(True, json.dumps(views.workflow_view(workflow, self.ledger)))
+
+    async def _list_processes(self, incoming: Incoming) -> View:
+        body: ListProcesses = incoming.body
+        state = ProcessState(body.state) if body.state in {s.value for s in ProcessState} else None
+        selected = [
+            views.process_view(p)
+            for p in self.ledger.processes.values()
+            if (state is None or p.state is state)
+            and (not body.executor_type or p.spec.conditions.executortype == body.executor_type)
+        ]
+        return View(True, json.dumps(selected[-max(0, min(body.limit, 10_000)) :]))
+
+    async def _status(self, incoming: Incoming) -> View:
+        status = self.driver.status()
+        raft = {
+            "role": status.role.name.lower(),
+            "term": status.term,
+            "leader": status.leader or "",
+            "commit": status.commit,
+            "voters": list(status.conf.voters),
+            "this": self.peer.peer_id,
+        }
+        return View(True, json.dumps(views.status_view(self.ledger, raft)))
+
+    async def _wait_work(self, incoming: Incoming) -> View:
+        body: WaitWork = incoming.body
+
+        def available() -> bool:
+            return next(iter(self.ledger.ready_processes(body.executor_type)), None) is not None
+
+        await self._wait_until(available, body.wait_s)
+        return View(available())
+
+
+def server_ids(certificates: Sequence[Certificate]) -> tuple[str, ...]:
+    return tuple(sorted(c.peer_id for c in certificates))

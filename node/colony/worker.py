@@ -1,0 +1,246 @@
+"""The executor runtime: claim matching processes, run them, report the result.
+
+Shared by every executor kind. It admits and registers the executor (type,
+capabilities and location come from its certificate), registers the kind's
+functions, then runs ``concurrency`` slots. Each slot:
+
+1. proposes a :class:`Claim` with no process id (the ledger picks the best
+   match, so concurrent executors never fight over one process);
+2. if nothing matches, long-polls the servers until work of its type is
+   ready (no busy polling);
+3. runs the process under its ``maxexectime`` (killed locally on expiry; the
+   ledger re-queues it on its own clock), while a watcher long-polls the
+   process and cancels the run if it was cancelled, failed with its workflow,
+   or taken away;
+4. closes it with the output, or fails it with the error.
+
+On start it reconciles: processes the ledger still assigns to it (left by a
+crash of this executor) are handed back by unregistering and registering
+again, which re-queues them without using their retries. On shutdown it
+unregisters, re-queuing whatever it was running.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from colonymesh.executors.base import ExecutorKind, ProcessFailed
+from colonymesh.node.colony.client import ColonyClient, ColonyUnavailable, CommandRefused
+from colonymesh.node.errors import ColonymeshError
+from colonymesh.node.ledger.commands import (
+    AddChild,
+    AddLog,
+    Claim,
+    Close,
+    Fail,
+    RegisterExecutor,
+    RegisterFunction,
+    SetAttribute,
+    UnregisterExecutor,
+)
+from colonymesh.node.spec import FunctionSpec, parse_function_spec
+
+log = logging.getLogger("colonymesh.node.executor")
+
+
+class ExecutorConfigError(ColonymeshError):
+    """The executor runtime was set up without what it needs."""
+
+
+@dataclass(slots=True)
+class WorkerStatistics:
+    claimed: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    timed_out: int = 0
+    stopped: int = 0
+
+
+class _Context:
+    def __init__(
+        self, client: ColonyClient, process_id: str, spec: FunctionSpec, inputs: list[Any]
+    ) -> None:
+        self._client = client
+        self._process_id = process_id
+        self._spec = spec
+        self._input = inputs
+
+    @property
+    def process_id(self) -> str:
+        return self._process_id
+
+    @property
+    def spec(self) -> FunctionSpec:
+        return self._spec
+
+    @property
+    def input(self) -> list[Any]:
+        return self._input
+
+    async def log(self, message: str) -> None:
+        await self._client.run(AddLog(self._process_id, message))
+
+    async def set_attribute(self, key: str, value: str) -> None:
+        await self._client.run(SetAttribute(self._process_id, key, value))
+
+    async def add_child(self, spec: dict[str, Any], *, insert: bool = True) -> str:
+        return await self._client.run(
+            AddChild(self._process_id, json.dumps(spec), os.urandom(16), insert)
+        )
+
+
+class ExecutorService:
+    def __init__(
+        self,
+        client: ColonyClient,
+        kind: ExecutorKind,
+        *,
+        name: str,
+        concurrency: int = 1,
+        wait_s: float = 10.0,
+    ) -> None:
+        certificate = client.peer.certificate
+        if certificate is None:
+            raise ExecutorConfigError("an executor needs its membership certificate")
+        self.client = client
+        self.kind = kind
+        self.name = name
+        self.executor_type = certificate.executor_type
+        self.concurrency = concurrency
+        self.wait_s = wait_s
+        self.stats = WorkerStatistics()
+        self.running: dict[str, trio.CancelScope] = {}
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await self._register()
+        try:
+            async with trio.open_nursery() as nursery:
+                for _ in range(self.concurrency):
+                    nursery.start_soon(self._slot)
+                task_status.started()
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
+                try:
+                    await self.client.propose(UnregisterExecutor("shutting down"))
+                except ColonymeshError as error:
+                    log.info("executor %s: could not unregister: %s", self.name, error)
+
+    async def _register(self) -> None:
+        await self.client.admit_self()
+        await self.client.run(RegisterExecutor(self.name))
+        mine = self.client.peer.peer_id
+        leftovers = [
+            p
+            for p in await self.client.processes("running", self.executor_type, 10_000)
+            if p["executor"] == mine
+        ]
+        if leftovers:
+            log.warning(
+                "executor %s: handing back %d processes left by a restart",
+                self.name,
+                len(leftovers),
+            )
+            await self.client.run(UnregisterExecutor("restarted"))
+            await self.client.run(RegisterExecutor(self.name))
+        for funcname, description in sorted(self.kind.functions().items()):
+            await self.client.run(RegisterFunction(funcname, description))
+
+    async def _slot(self) -> None:
+        while True:
+            try:
+                answer = await self.client.propose(Claim())
+            except ColonyUnavailable as error:
+                log.warning("executor %s: colony unavailable: %s", self.name, error)
+                await trio.sleep(1.0)
+                continue
+            if answer.applied:
+                self.stats.claimed += 1
+                await self._execute(answer.subject)
+            elif "no waiting process" in answer.reason:
+                try:
+                    await self.client.wait_work(self.executor_type, self.wait_s)
+                except ColonyUnavailable:
+                    await trio.sleep(1.0)
+            else:
+                log.warning("executor %s: claim refused: %s", self.name, answer.reason)
+                await trio.sleep(0.5)
+
+    async def _execute(self, process_id: str) -> None:
+        view = await self.client.process(process_id)
+        if view is None:
+            log.warning("executor %s: claimed process %s is not visible yet", self.name, process_id)
+            view = await self.client.process(process_id, wait_final_s=0.5)
+            if view is None:
+                return
+        spec = parse_function_spec(view["spec"])
+        context = _Context(self.client, process_id, spec, view["input"])
+        outcome: object = None
+        async with trio.open_nursery() as nursery:
+            scope = trio.CancelScope()
+            self.running[process_id] = scope
+            nursery.start_soon(self._watch, process_id, scope)
+            with scope:
+                limit = spec.maxexectime if spec.maxexectime > 0 else float("inf")
+                with trio.move_on_after(limit) as timer:
+                    try:
+                        outcome = await self.kind.run(context)
+                    except ProcessFailed as failure:
+                        outcome = failure
+                    except Exception as error:  # a bug in a kind must not take the executor down
+                        outcome = ProcessFailed(f"executor error: {type(error).__name__}: {error}")
+                if timer.cancelled_caught:
+                    self.stats.timed_out += 1
+                    outcome = None  # the ledger re-queues it on its clock
+            nursery.cancel_scope.cancel()
+        del self.running[process_id]
+        if scope.cancelled_caught and outcome is None and not timer.cancelled_caught:
+            self.stats.stopped += 1
+            return
+        await self._report(process_id, outcome)
+
+    async def _report(self, process_id: str, outcome: object) -> None:
+        try:
+            if isinstance(outcome, ProcessFailed):
+                self.stats.failed += 1
+                await self.client.run(Fail(process_id, outcome.errors))
+            elif isinstance(outcome, list):
+                try:
+                    output = json.dumps(outcome)
+                except (TypeError, ValueError) as error:
+                    self.stats.failed += 1
+                    await self.client.run(Fail(process_id, (f"output is not JSON: {error}",)))
+                    return
+                await self.client.run(Close(process_id, output))
+                self.stats.succeeded += 1
+        except CommandRefused as refusal:  # cancelled or taken away meanwhile
+            log.info("executor %s: result for %s refused: %s", self.name, process_id, refusal)
+        except ColonyUnavailable as error:
+            log.warning("executor %s: could not report %s: %s", self.name, process_id, error)
+
+    async def _watch(self, process_id: str, scope: trio.CancelScope) -> None:
+        """Stop the run if the ledger no longer has it running here."""
+        mine = self.client.peer.peer_id
+        while True:
+            try:
+                view = await self.client.process(process_id, wait_final_s=20.0)
+            except ColonyUnavailable:
+                await trio.sleep(1.0)
+                continue
+            if view is None:
+                continue  # a lagging replica has not seen it yet
+            taken = view["state"] == "running" and view["executor"] != mine
+            if view["state"] in ("success", "failed", "cancelled") or taken:
+                log.info(
+                    "executor %s: stopping %s (now %s)",
+                    self.name,
+                    process_id,
+                    view and view["state"],
+                )
+                scope.cancel()
+                return
