@@ -137,48 +137,93 @@ async def _bulk(send_all: Any, send_eof: Any, receive_exactly: Any, total: int) 
     elapsed = time.perf_counter() - started
     if counted != sent:
         raise RuntimeError(f"sink counted {counted} of {sent} bytes")
-    return sent / elapsed / 1e6
+    return elapsed
 
 
-async def measure_raw(ports: dict[str, int], rtt_count: int, bulk_bytes: int) -> dict[str, float]:
-    echo = await trio.open_tcp_stream("127.0.0.1", ports["raw_echo"])
-    rtts = await _rtts(echo.send_all, lambda n: _raw_receive_exactly(echo, n), rtt_count)
-    await echo.aclose()
-    sink = await trio.open_tcp_stream("127.0.0.1", ports["raw_sink"])
-    mb_s = await _bulk(
-        sink.send_all, sink.send_eof, lambda n: _raw_receive_exactly(sink, n), bulk_bytes
-    )
-    await sink.aclose()
-    return {
-        "rtt_p50_us": _percentile(rtts, 0.5) * 1e6,
-        "rtt_p99_us": _percentile(rtts, 0.99) * 1e6,
-        "bulk_mb_s": mb_s,
-    }
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def measure_ours(
-    ports: dict[str, int], rtt_count: int, bulk_bytes: int, dials: int
-) -> dict[str, float]:
-    async with Host.open(KeyPair.from_seed(b"\x02" * 32)) as host:
+class _Raw:
+    def __init__(self, ports: dict[str, int]) -> None:
+        self.ports = ports
+        self.echo: trio.SocketStream | None = None
+
+    async def rtts(self, count: int) -> list[float]:
+        if self.echo is None:
+            self.echo = await trio.open_tcp_stream("127.0.0.1", self.ports["raw_echo"])
+        echo = self.echo
+        return await _rtts(echo.send_all, lambda n: _raw_receive_exactly(echo, n), count)
+
+    async def bulk(self, total: int) -> float:
+        sink = await trio.open_tcp_stream("127.0.0.1", self.ports["raw_sink"])
+        try:
+            return await _bulk(
+                sink.send_all, sink.send_eof, lambda n: _raw_receive_exactly(sink, n), total
+            )
+        finally:
+            await sink.aclose()
+
+
+class _Ours:
+    def __init__(self, host: Host, port: int) -> None:
+        self.host = host
+        self.port = port
+        self.echo: MuxedStream | None = None
+
+    async def connect_times(self, dials: int) -> list[float]:
         connects = []
         for _ in range(dials):
             started = time.perf_counter()
-            connection = await host.dial("127.0.0.1", ports["ours"])
+            connection = await self.host.dial("127.0.0.1", self.port)
             connects.append(time.perf_counter() - started)
             await connection.aclose()
-        connection = await host.dial("127.0.0.1", ports["ours"])
-        echo = await connection.open_stream([ECHO])
-        rtts = await _rtts(echo.send_all, echo.receive_exactly, rtt_count)
-        await echo.aclose()
-        sink = await connection.open_stream([SINK])
-        mb_s = await _bulk(sink.send_all, sink.send_eof, sink.receive_exactly, bulk_bytes)
-        await sink.aclose()
-    return {
-        "rtt_p50_us": _percentile(rtts, 0.5) * 1e6,
-        "rtt_p99_us": _percentile(rtts, 0.99) * 1e6,
-        "bulk_mb_s": mb_s,
-        "connect_ms": statistics.median(connects) * 1e3,
-    }
+        self.connection = await self.host.dial("127.0.0.1", self.port)
+        return connects
+
+    async def rtts(self, count: int) -> list[float]:
+        if self.echo is None:
+            self.echo = await self.connection.open_stream([ECHO])
+        return await _rtts(self.echo.send_all, self.echo.receive_exactly, count)
+
+    async def bulk(self, total: int) -> float:
+        sink = await self.connection.open_stream([SINK])
+        try:
+            return await _bulk(sink.send_all, sink.send_eof, sink.receive_exactly, total)
+        finally:
+            await sink.aclose()
+
+
+async def measure(
+    ports: dict[str, int], server_pid: int, rtt_count: int, bulk_bytes: int, dials: int, rounds: int
+) -> dict[str, dict[str, float]]:
+    """Raw and ours interleaved, ``rounds`` times, so load changes hit both alike; medians."""
+    async with Host.open(KeyPair.from_seed(b"\x02" * 32)) as host:
+        raw, ours = _Raw(ports), _Ours(host, ports["ours"])
+        connects = await ours.connect_times(dials)
+        rtts: dict[str, list[float]] = {"raw": [], "ours": []}
+        bulks: dict[str, list[float]] = {"raw": [], "ours": []}
+        cpu: dict[str, float] = {"raw": 0.0, "ours": 0.0}
+        for _ in range(rounds):
+            for name, side in (("raw", raw), ("ours", ours)):
+                rtts[name] += await side.rtts(rtt_count // rounds)
+        for _ in range(rounds):
+            for name, side in (("raw", raw), ("ours", ours)):
+                cpu_before = time.process_time() + _cpu_s(server_pid)
+                bulks[name].append(await side.bulk(bulk_bytes))
+                cpu[name] += time.process_time() + _cpu_s(server_pid) - cpu_before
+    out: dict[str, dict[str, float]] = {}
+    for name in ("raw", "ours"):
+        out[name] = {
+            "rtt_p50_us": _percentile(rtts[name], 0.5) * 1e6,
+            "rtt_p99_us": _percentile(rtts[name], 0.99) * 1e6,
+            "bulk_mb_s": bulk_bytes / statistics.median(bulks[name]) / 1e6,
+            "bulk_cpu_s_per_gb": cpu[name] / (rounds * bulk_bytes / 1e9),  # both processes
+        }
+    out["ours"]["connect_ms"] = statistics.median(connects) * 1e3
+    return out
 
 
 _NODE_SCRIPT = """
@@ -248,12 +293,13 @@ async def client(quick: bool) -> dict[str, Any]:
         while not line.endswith(b"\n"):
             line += await process.stdout.receive_some(1)
         ports = json.loads(line)
-        raw = await measure_raw(ports, rtt_count, bulk_bytes)
-        ours = await measure_ours(ports, rtt_count, bulk_bytes, dials=10 if quick else 30)
+        figures = await measure(
+            ports, process.pid, rtt_count, bulk_bytes, dials=10 if quick else 30, rounds=5
+        )
     finally:
         process.terminate()
         await process.wait()
-    return {"raw": raw, "ours": ours}
+    return figures
 
 
 def main() -> None:
@@ -277,6 +323,7 @@ def main() -> None:
         ("rtt p50", "rtt_p50_us", "us"),
         ("rtt p99", "rtt_p99_us", "us"),
         ("bulk, one stream", "bulk_mb_s", "MB/s"),
+        ("bulk CPU, both ends", "bulk_cpu_s_per_gb", "s/GB"),
         ("connect", "connect_ms", "ms"),
     ):
         cells = [raw.get(key), ours.get(key), py.get(key) if py else None]

@@ -226,20 +226,25 @@ def decode_payload(data: bytes) -> HandshakePayload:
 class NoiseSender:
     """Seals outbound bytes into length-prefixed Noise transport frames."""
 
-    __slots__ = ("_cipher",)
+    __slots__ = ("_cipher", "_sealed")
 
     def __init__(self, cipher: CipherState) -> None:
         self._cipher = cipher
+        self._sealed = bytearray(4096)  # reused: fresh large buffers cost page faults
 
-    def seal(self, plaintext: bytes | bytearray | memoryview) -> bytearray:
+    def seal(self, plaintext: bytes | bytearray | memoryview) -> memoryview:
         """``plaintext`` cut into frames of at most 65519 bytes, each sealed and framed.
 
-        Ciphertexts are written in place into one buffer (no per-frame join).
+        Ciphertexts are written in place into one reused buffer; the view
+        returned is valid until the next call to :meth:`seal`.
         """
         view = memoryview(plaintext)
         total = len(view)
         frames = max(1, -(-total // PLAINTEXT_BYTES_MAX))
-        out = bytearray(total + frames * (2 + TAG_BYTES))
+        size = total + frames * (2 + TAG_BYTES)
+        if size > len(self._sealed):
+            self._sealed = bytearray(max(size, 2 * len(self._sealed)))  # never resize: views
+        out = self._sealed
         out_view = memoryview(out)
         position = 0
         encrypt_into = self._cipher.encrypt_into
@@ -250,7 +255,7 @@ class NoiseSender:
             pack_into(out, position, sealed_bytes)
             encrypt_into(chunk, out_view[position + 2 : position + 2 + sealed_bytes])
             position += 2 + sealed_bytes
-        return out
+        return out_view[:position]
 
 
 class NoiseReceiver:
@@ -262,37 +267,39 @@ class NoiseReceiver:
         self._cipher = cipher
         self._buffer = bytearray()  # at most one partial frame
 
-    def receive_data(self, data: bytes | bytearray | memoryview) -> list[bytes]:
-        """The plaintexts of every whole frame now available (maybe none)."""
-        view = memoryview(data)
+    def receive_data(self, data: bytes) -> list[bytes]:
+        """The plaintexts of every whole frame now available (maybe none).
+
+        Slices ``bytes`` rather than memoryviews: measured, the AEAD opens a
+        copied 64 KiB slice faster than a view into a larger buffer.
+        """
         out: list[bytes] = []
         position = 0
-        end = len(view)
+        end = len(data)
         decrypt = self._cipher.decrypt
         buffer = self._buffer
         if buffer:  # complete the partial frame from the front of ``data`` only
             if len(buffer) < 2:
-                taken = min(2 - len(buffer), end)
-                buffer += view[:taken]
-                position = taken
+                position = min(2 - len(buffer), end)
+                buffer += data[:position]
                 if len(buffer) < 2:
                     return out
             length = _frame_length(buffer[0], buffer[1])
             taken = min(2 + length - len(buffer), end - position)
-            buffer += view[position : position + taken]
+            buffer += data[position : position + taken]
             position += taken
             if len(buffer) < 2 + length:
                 return out
-            out.append(decrypt(b"", memoryview(buffer)[2:]))
+            out.append(decrypt(b"", bytes(buffer[2:])))
             buffer.clear()
         while end - position >= 2:
-            length = _frame_length(view[position], view[position + 1])
+            length = _frame_length(data[position], data[position + 1])
             if end - position - 2 < length:
                 break
-            out.append(decrypt(b"", view[position + 2 : position + 2 + length]))
+            out.append(decrypt(b"", data[position + 2 : position + 2 + length]))
             position += 2 + length
         if position < end:
-            buffer += view[position:]
+            buffer += data[position:]
         return out
 
 

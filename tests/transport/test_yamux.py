@@ -107,7 +107,7 @@ def test_window_overrun_is_a_protocol_error_with_go_away() -> None:
     frame = encode_header(FrameType.DATA, 0, sid, WINDOW + 1)
     with pytest.raises(FrameTooLarge):
         server.receive_data(frame, 0.0)
-    out = server.data_to_send()
+    out = bytes(server.data_to_send())
     assert out.endswith(encode_header(FrameType.GO_AWAY, 0, 0, yamux.GoAwayCode.PROTOCOL_ERROR))
 
 
@@ -163,7 +163,9 @@ def test_stream_cap_refuses_with_rst_not_error() -> None:
     deliver(client, server)
     extra = encode_header(FrameType.WINDOW_UPDATE, FLAG_SYN, 5, 0)
     assert server.receive_data(extra, 0.0) == []
-    assert server.data_to_send().endswith(encode_header(FrameType.WINDOW_UPDATE, FLAG_RST, 5, 0))
+    assert bytes(server.data_to_send()).endswith(
+        encode_header(FrameType.WINDOW_UPDATE, FLAG_RST, 5, 0)
+    )
     assert (a, b) == (1, 3)
 
 
@@ -293,3 +295,17 @@ def test_fuzz_valid_headers_only_typed_errors(frames: list[tuple[int, int, int, 
     )
     with contextlib.suppress(RemoteProtocolError):
         server.receive_data(wire, 0.0)
+
+
+def test_session_window_budget_bounds_buffered_memory() -> None:
+    client, server = sessions(stream_window_bytes=4 * WINDOW, session_window_bytes=9 * WINDOW)
+    ids = [client.open_stream() for _ in range(3)]
+    deliver(client, server)
+    deliver(server, client)  # ACKs: the server grants 4x to two streams, then the budget is spent
+    assert [client.send_window(i) for i in ids] == [4 * WINDOW, 4 * WINDOW, WINDOW]
+    server.reset_stream(ids[0])  # a closed stream returns its share of the budget
+    deliver(server, client)
+    fourth = client.open_stream()
+    deliver(client, server)
+    deliver(server, client)
+    assert client.send_window(fourth) == 4 * WINDOW
