@@ -26,7 +26,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +40,7 @@ from colonymesh.node.errors import ColonymeshError
 from colonymesh.node.identity import KeyPair, Signer
 from colonymesh.node.messages import Ping, Pong
 from colonymesh.node.peer.connections import ConnectionManager, ConnectionsConfig
-from colonymesh.node.peer.errors import PeerUnreachable
+from colonymesh.node.peer.errors import PeerUnreachable, RequestTimeout
 from colonymesh.node.peer.gating import PROTOCOL_ID, Gatekeeper, GatingConfig
 from colonymesh.node.peer.messaging import (
     REQUEST_PROTOCOL,
@@ -52,8 +52,9 @@ from colonymesh.node.peer.messaging import (
 )
 from colonymesh.node.transport import multiaddr
 from colonymesh.node.transport.config import TransportConfig
-from colonymesh.node.transport.connection import Connection
+from colonymesh.node.transport.connection import Connection, StreamHandler
 from colonymesh.node.transport.host import Host
+from colonymesh.node.transport.stream import MuxedStream
 
 log = logging.getLogger("colonymesh.node.peer")
 
@@ -194,6 +195,22 @@ class Peer:
         if not isinstance(pong, Pong) or pong.nonce != nonce:
             raise PeerUnreachable(f"{peer_id} answered the ping with something else")
         return trio.current_time() - started
+
+    # --- other colony protocols (DHT, gossip, Raft, chunk exchange) -----------------------
+
+    def set_stream_handler(self, protocol: str, handler: StreamHandler) -> None:
+        """Serve a colony stream protocol; streams from unadmitted connections are reset."""
+        self.host.set_stream_handler(protocol, self.gatekeeper.guard(handler))
+
+    async def open_stream(
+        self, peer_id: str, protocols: Sequence[str], timeout: float | None = None
+    ) -> MuxedStream:
+        """A stream to an admitted ``peer_id`` (connecting if need be) speaking one of ``protocols``."""
+        deadline = self._deadline(timeout)
+        connection = await self._connect(peer_id, deadline)
+        with trio.move_on_at(deadline):
+            return await connection.open_stream(protocols)
+        raise RequestTimeout(f"no stream to {peer_id} before the deadline")
 
     # --- connections -------------------------------------------------------------------
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from peerkit import FAST_GATING, clock, config_for, expired_member, member_config
 
 from colonymesh.node.certs import Membership, revoke
@@ -182,3 +184,30 @@ async def test_peer_cap_refuses_one_more(lab: ColonyFixture) -> None:
 def test_expired_fixture_is_really_expired(lab: ColonyFixture) -> None:
     index = expired_member(lab)
     assert lab.members[index].certificate.not_after < clock()
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.binary(max_size=512), cut=st.integers(0, 2000), flip=st.integers(0, 2000))
+def test_any_presentation_bytes_give_admission_or_a_typed_refusal(
+    lab: ColonyFixture, data: bytes, cut: int, flip: int
+) -> None:
+    from colonymesh.node.certs import encode_record
+    from colonymesh.node.messages import PresentCertificate
+
+    member = lab.members[1]
+    sealer = EnvelopeSealer(Signer(member.keys), lab.colony.colony_id, clock())
+    good = bytearray(sealer.seal(PresentCertificate(encode_record(member.certificate)), clock()))
+    if good:
+        good[flip % len(good)] ^= 0xFF
+    for frame in (data, bytes(good[: cut % (len(good) + 1)]), bytes(good)):
+        membership = Membership(lab.colony)
+        try:
+            certificate = judge_presentation(
+                frame, member.keys.public_key, membership, EnvelopeOpener(membership), clock()
+            )
+        except Refused as refusal:
+            assert isinstance(refusal.cause, RefusalCause)
+        else:
+            assert certificate == member.certificate  # only the real one can admit
