@@ -144,6 +144,34 @@ def decode_record(buf: bytes | memoryview, offset: int) -> tuple[Entry, int]:
     return Entry(Term(term), LogIndex(index), EntryKind(kind), data), end
 
 
+_KIND_BY_VALUE = {int(k): k for k in EntryKind}
+
+
+def decode_run(buf: bytes, first_index: int, count: int) -> list[Entry]:
+    """Decode ``count`` back-to-back records from ``buf``, expecting consecutive indices.
+
+    The read path's tight loop: same checks as :func:`check_record`, no copies
+    but the entries' data. Raises :class:`RecordError` with ``offset`` set.
+    """
+    view = memoryview(buf)
+    unpack, crc32, magic = RECORD_HEADER.unpack_from, zlib.crc32, RECORD_MAGIC
+    kinds, size, hdr = _KIND_BY_VALUE, len(buf), RECORD_HEADER_BYTES
+    out: list[Entry] = []
+    pos = 0
+    for index in range(first_index, first_index + count):
+        if pos + hdr > size:
+            raise RecordError(f"record header cut short at offset {pos}")
+        m, crc, length, idx, term, kind = unpack(buf, pos)
+        end = pos + hdr + length
+        if m != magic or end > size or crc32(view[pos + 8 : end]) != crc:
+            raise RecordError(f"damaged record at offset {pos}")
+        if idx != index or kind not in kinds:
+            raise RecordError(f"record at offset {pos} has index {idx}, kind {kind}")
+        out.append(Entry(Term(term), LogIndex(idx), kinds[kind], bytes(view[pos + hdr : end])))
+        pos = end
+    return out
+
+
 @dataclass(slots=True)
 class ScanResult:
     """What a sequential scan of a segment's records found.

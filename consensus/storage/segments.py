@@ -44,7 +44,7 @@ from colonymesh.consensus.storage.fsutil import pread_exact, pwrite_all, read_fi
 from colonymesh.consensus.storage.records import (
     SEGMENT_HEADER_BYTES,
     RecordError,
-    decode_record,
+    decode_run,
     decode_segment_header,
     encode_segment_header,
     find_intact_record,
@@ -134,19 +134,10 @@ class Segment:
             buf = pread_exact(self.fd, end - start, start)
         except EOFError as exc:
             raise CorruptLogError(self.path, start, str(exc)) from None
-        out: list[Entry] = []
-        pos = 0
-        for index in range(lo, hi):
-            try:
-                entry, pos = decode_record(buf, pos)
-            except RecordError as exc:
-                raise CorruptLogError(self.path, start + pos, exc.reason) from None
-            if entry.index != index:
-                raise CorruptLogError(
-                    self.path, start + pos, f"index {entry.index} where {index} was due"
-                )
-            out.append(entry)
-        return out
+        try:
+            return decode_run(buf, lo, hi - lo)
+        except RecordError as exc:
+            raise CorruptLogError(self.path, start, exc.reason) from None
 
     def sync(self) -> None:
         os.fdatasync(self.fd)
