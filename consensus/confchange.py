@@ -17,7 +17,7 @@ import enum
 from dataclasses import dataclass
 
 from colonymesh.consensus.errors import RaftError
-from colonymesh.consensus.types import ConfState, NodeId
+from colonymesh.consensus.types import ConfState, LogIndex, NodeId
 
 NODE_ID_BYTES_MAX = 256
 
@@ -82,3 +82,54 @@ def apply_conf_change(conf: ConfState, change: ConfChange) -> ConfState:
     if not voters:
         raise ConfChangeError("a configuration needs at least one voter")
     return ConfState(voters=tuple(sorted(voters)), learners=tuple(sorted(learners)))
+
+
+class ConfHistory:
+    """The configurations a log went through: ``(index, conf)`` pairs in log order.
+
+    The first pair is the base (the snapshot's configuration, or the empty one
+    at index 0); each later pair is a ``CONF_CHANGE`` entry still in the log.
+    Since a change takes effect when appended, truncating the log reverts it,
+    and compacting folds the prefix into the base.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, base_index: LogIndex, base: ConfState) -> None:
+        self._items: list[tuple[LogIndex, ConfState]] = [(base_index, base)]
+
+    @property
+    def current(self) -> ConfState:
+        return self._items[-1][1]
+
+    @property
+    def current_index(self) -> LogIndex:
+        """Index of the entry that set the current configuration."""
+        return self._items[-1][0]
+
+    def append(self, index: LogIndex, conf: ConfState) -> None:
+        self._items.append((index, conf))
+
+    def truncate_from(self, index: int) -> bool:
+        """Forget changes at or after ``index`` (their entries were overwritten).
+        True if the current configuration changed."""
+        changed = False
+        while len(self._items) > 1 and self._items[-1][0] >= index:
+            self._items.pop()
+            changed = True
+        return changed
+
+    def at(self, index: int) -> ConfState:
+        conf = self._items[0][1]
+        for at, c in self._items:
+            if at > index:
+                break
+            conf = c
+        return conf
+
+    def compact(self, index: LogIndex) -> None:
+        """The log now starts after ``index``: fold earlier changes into the base."""
+        self._items = [(index, self.at(index)), *(p for p in self._items[1:] if p[0] > index)]
+
+    def reset(self, index: LogIndex, conf: ConfState) -> None:
+        self._items = [(index, conf)]

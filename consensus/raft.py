@@ -56,6 +56,7 @@ from colonymesh.consensus.confchange import (
     ConfChange,
     ConfChangeError,
     ConfChangeOp,
+    ConfHistory,
     apply_conf_change,
 )
 from colonymesh.consensus.config import RaftConfig
@@ -179,9 +180,7 @@ class RaftNode:
         if handed_hs != hs:
             self.log.unstable_from = LogIndex(1)  # the bootstrap entries are not durable yet
         # (index, conf) in log order; the first is the snapshot's (or empty) conf.
-        self._confs: list[tuple[LogIndex, ConfState]] = [
-            (snap_index, snapshot.meta.conf if snapshot else ConfState())
-        ]
+        self._confs = ConfHistory(snap_index, snapshot.meta.conf if snapshot else ConfState())
         self.applied: LogIndex = max(applied if applied is not None else snap_index, snap_index)
         if self.applied > self.log.committed:
             raise RaftInvariantError(f"applied {self.applied} beyond commit {self.log.committed}")
@@ -206,7 +205,7 @@ class RaftNode:
 
     @property
     def conf(self) -> ConfState:
-        return self._confs[-1][1]
+        return self._confs.current
 
     @property
     def commit(self) -> LogIndex:
@@ -315,17 +314,14 @@ class RaftNode:
         term = self.log.term(index)
         if term is None:
             raise RaftInvariantError(f"no term for index {index}")
-        snap = Snapshot(SnapshotMeta(index, term, self._conf_at(index)), snapshot_data)
+        snap = Snapshot(SnapshotMeta(index, term, self._confs.at(index)), snapshot_data)
         self.log.compact(index)
         self._snapshot = snap
         if self._lead is not None:
             self._lead.snapshot = snap
         self._pending_snapshot = snap
         self._pending_restore = False
-        keep = 0
-        while keep + 1 < len(self._confs) and self._confs[keep + 1][0] <= index:
-            keep += 1
-        self._confs = [(index, self._confs[keep][1]), *self._confs[keep + 1 :]]
+        self._confs.compact(index)
 
     def has_ready(self) -> bool:
         """Whether ``ready()`` may return a batch (cheap; no side effects)."""
@@ -594,7 +590,7 @@ class RaftNode:
             self.log,
             self.config,
             self.conf,
-            self._confs[-1][0],
+            self._confs.current_index,
             self._snapshot,
             self._send,
             self._emit_read,
@@ -631,7 +627,7 @@ class RaftNode:
             return
         first = self.log.append_after(prev, entries)
         if first is not None:
-            self._truncate_confs(first)
+            self._confs.truncate_from(first)
             self._track_conf_entries(entries[first - prev - 1 :])
         last_new = LogIndex(prev + len(entries))
         self.log.commit_to(min(msg.leader_commit, last_new))
@@ -679,7 +675,7 @@ class RaftNode:
         self._snapshot = snap
         self._pending_snapshot = snap
         self._pending_restore = True
-        self._confs = [(meta.index, meta.conf)]
+        self._confs.reset(meta.index, meta.conf)
 
     # ------------------------------------------------------ configuration
 
@@ -693,22 +689,9 @@ class RaftNode:
                     # skip it alike.
                     logger.warning("%s: skipping conf entry %d: %s", self.id, entry.index, exc)
                     continue
-                self._confs.append((entry.index, new))
+                self._confs.append(entry.index, new)
                 if self._lead is not None:
                     self._lead.conf_changed(new, entry.index)
-
-    def _truncate_confs(self, first: int) -> None:
-        if self._confs[-1][0] >= first:
-            while len(self._confs) > 1 and self._confs[-1][0] >= first:
-                self._confs.pop()
-
-    def _conf_at(self, index: int) -> ConfState:
-        conf = self._confs[0][1]
-        for at, c in self._confs:
-            if at > index:
-                break
-            conf = c
-        return conf
 
     # --------------------------------------------------------------- leader
 
