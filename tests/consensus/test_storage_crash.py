@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,12 +75,12 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
     return make_log(tmp_path_factory.mktemp("template"), sizes, batch=7, seed=3)
 
 
-def reopen_copy(t: Template, into: Path, mutate: object) -> list[Entry]:
+def reopen_copy(t: Template, into: Path, mutate: Callable[[Path], None]) -> list[Entry]:
     """Copy the template, damage its last segment with ``mutate(path)``, reopen, read all."""
     if into.exists():
         shutil.rmtree(into)
     shutil.copytree(t.directory, into)
-    mutate(into / t.last_segment)  # type: ignore[operator]
+    mutate(into / t.last_segment)
     with LogStore.open(into, segment_bytes_max=SEG_MAX) as s:
         got = s.entries(s.first_index(), s.last_index() + 1)
         # The repaired log must accept appends and keep them across a restart.
@@ -92,14 +93,14 @@ def reopen_copy(t: Template, into: Path, mutate: object) -> list[Entry]:
     return got
 
 
-def cut_at(offset: int) -> object:
+def cut_at(offset: int) -> Callable[[Path], None]:
     def mutate(path: Path) -> None:
         os.truncate(path, offset)
 
     return mutate
 
 
-def flip_at(offset: int, mask: int) -> object:
+def flip_at(offset: int, mask: int) -> Callable[[Path], None]:
     def mutate(path: Path) -> None:
         with open(path, "r+b") as f:
             f.seek(offset)
@@ -201,7 +202,7 @@ def test_flip_in_a_sealed_segment_is_corruption(template: Template, tmp_path: Pa
         for offset in (0, HEADER + 5, os.path.getsize(template.directory / name) - 1):
             copy = tmp_path / f"{name}-{offset}"
             shutil.copytree(template.directory, copy)
-            flip_at(offset, 0x40)(copy / name)  # type: ignore[operator]
+            flip_at(offset, 0x40)(copy / name)
             with pytest.raises(CorruptLogError) as err:
                 LogStore.open(copy)
             assert err.value.path == copy / name
@@ -234,3 +235,16 @@ def test_every_cut_and_every_flip_of_last_segment(template: Template, tmp_path: 
         assert reopen_copy(template, tmp_path / "c", cut_at(cut)) == template.expect_cut(cut)
     for offset in range(template.ends[-2], template.ends[-1]):  # every byte of the last record
         assert reopen_copy(template, tmp_path / "f", flip_at(offset, 0xFF)) == template.entries[:-1]
+
+
+def test_damage_after_open_is_caught_on_read(tmp_path: Path) -> None:
+    entries = [Entry(Term(1), LogIndex(i), EntryKind.NORMAL, b"v%d" % i) for i in range(1, 11)]
+    with LogStore.open(tmp_path) as s:
+        s.append(entries)
+        s.sync()
+        seg = tmp_path / f"log-{1:020d}.seg"
+        flip_at(HEADER + 3 * (HEADER + 2) + HEADER, 0x01)(seg)  # the data of entry 4
+        assert s.entries(1, 4) == entries[:3]
+        with pytest.raises(CorruptLogError) as err:
+            s.entries(2, 6)
+        assert err.value.path == seg
