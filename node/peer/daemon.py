@@ -21,7 +21,7 @@ from typing import Any
 import trio
 
 from colonymesh import __version__
-from colonymesh.node.certs import Certificate, Membership
+from colonymesh.node.certs import Certificate, Membership, Revocation
 from colonymesh.node.colonyfiles import (
     REVOCATIONS_FILE,
     read_colony,
@@ -38,19 +38,20 @@ log = logging.getLogger("colonymesh.node")
 REVOCATIONS_POLL_S = 1.0
 
 
-def load_colony(path: Path) -> tuple[Membership, Path]:
-    """The membership (with revocations) of the colony at ``path``, and its folder."""
+def load_colony(path: Path) -> tuple[Membership, list[Revocation], Path]:
+    """The membership of the colony at ``path``, its revocations, and its folder."""
     folder = path if path.is_dir() else path.parent
     colony = read_colony(path)  # the folder's colony.cbor, or the file itself
     membership = Membership(colony)
-    for revocation in read_revocations(folder, colony):
+    revocations = read_revocations(folder, colony)
+    for revocation in revocations:
         membership.add_revocation(revocation)
-    return membership, folder
+    return membership, revocations, folder
 
 
 def build_peer_config(config: NodeConfig) -> tuple[PeerConfig, Path]:
     keys = read_key_file(config.key)
-    membership, folder = load_colony(config.colony)
+    membership, revocations, folder = load_colony(config.colony)
     certificate: Certificate | None = None
     if config.certificate is not None:
         certificate = read_record(config.certificate, Certificate)
@@ -76,6 +77,7 @@ def build_peer_config(config: NodeConfig) -> tuple[PeerConfig, Path]:
         gating=config.gating,
         messaging=config.messaging,
         connections=config.connections,
+        revocations=tuple(revocations),
     )
     return peer_config, folder
 
@@ -112,14 +114,8 @@ async def _stop_on_signal(signals: Any, scope: trio.CancelScope) -> None:
 
 def _apply_revocations(peer: Peer, folder: Path) -> int:
     """Apply revocations.cbor's new entries; how many were new."""
-    membership = peer.config.membership
-    added = 0
-    for revocation in read_revocations(folder, membership.colony):
-        if not membership.is_revoked(revocation.serial):
-            peer.add_revocation(revocation)
-            added += 1
-            log.warning("revocation of certificate %d applied", revocation.serial)
-    return added
+    colony = peer.config.membership.colony
+    return len(peer.revocations.apply(read_revocations(folder, colony), source=REVOCATIONS_FILE))
 
 
 async def _watch_revocations(peer: Peer, folder: Path) -> None:

@@ -219,7 +219,10 @@ class Gatekeeper:
         # Keys refused as revoked, so their next attempts stop at the handshake (bounded).
         self._revoked_keys: OrderedDict[bytes, float] = OrderedDict()
         self.streams_refused = 0
-        self.on_admitted: Callable[[Connection, Certificate], None] | None = None
+        # Called with the admitted connection, its certificate and its revocations_seen.
+        self.on_admitted: Callable[[Connection, Certificate, int], None] | None = None
+        # How many revocations we hold, told in our presentation.
+        self.revocations_held: Callable[[], int] = lambda: 0
 
     # --- wiring ------------------------------------------------------------------
 
@@ -285,7 +288,8 @@ class Gatekeeper:
 
     def _presentation(self) -> bytes:
         encoded = b"" if self._certificate is None else encode_record(self._certificate)
-        return self._sealer.seal(PresentCertificate(encoded), self._clock())
+        body = PresentCertificate(encoded, revocations_seen=self.revocations_held())
+        return self._sealer.seal(body, self._clock())
 
     def _decide(self, admission: _Admission, frame: bytes) -> Certificate:
         connection = admission.connection
@@ -317,7 +321,8 @@ class Gatekeeper:
             connection.remote_addr,
         )
         if self.on_admitted is not None:
-            self.on_admitted(connection, certificate)
+            seen = _peek_presentation(frame).revocations_seen
+            self.on_admitted(connection, certificate, seen)
         return certificate
 
     def _refuse(self, admission: _Admission, cause: RefusalCause, message: str) -> None:

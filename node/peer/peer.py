@@ -50,6 +50,12 @@ from colonymesh.node.peer.messaging import (
     MessagingConfig,
     Messenger,
 )
+from colonymesh.node.peer.sync import (
+    REVOCATIONS_PER_MESSAGE_MAX,
+    RevocationBook,
+    Revocations,
+    WantRevocations,
+)
 from colonymesh.node.transport import multiaddr
 from colonymesh.node.transport.config import TransportConfig
 from colonymesh.node.transport.connection import Connection, StreamHandler
@@ -59,6 +65,7 @@ from colonymesh.node.transport.stream import MuxedStream
 log = logging.getLogger("colonymesh.node.peer")
 
 _IDENTIFY_TIMEOUT_S = 5.0
+_SYNC_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +82,8 @@ class PeerConfig:
     transport: TransportConfig = field(default_factory=TransportConfig)
     opener: OpenerConfig = field(default_factory=OpenerConfig)
     # Wall clock for certificate validity and envelope timestamps (tests pass their own).
+    # Owner-signed revocations held at start (also applied to ``membership``).
+    revocations: tuple[Revocation, ...] = ()
     clock: Callable[[], float] = time.time
     seed: int | None = None  # for the back-off jitter; None draws one from the OS
 
@@ -99,6 +108,9 @@ class Peer:
         self.connections = ConnectionManager(host, gatekeeper, config.connections, rng, nursery)
         self.started_at = trio.current_time()
         self.certificate = config.certificate
+        self.revocations = RevocationBook(config.membership, config.revocations)
+        self.revocations.on_new = self._on_new_revocations
+        gatekeeper.revocations_held = lambda: len(self.revocations)
 
     @classmethod
     @asynccontextmanager
@@ -133,6 +145,8 @@ class Peer:
             host.set_stream_handler(REQUEST_PROTOCOL, gatekeeper.guard(messenger.serve_request))
             host.set_stream_handler(SEND_PROTOCOL, gatekeeper.guard(messenger.serve_send))
             messenger.on("colony.ping", _answer_ping)
+            messenger.on("colony.revocations.want", peer._answer_revocations)
+            messenger.on("colony.revocations", peer._receive_revocations)
             for address in config.listen:
                 listen_host, port, _ = multiaddr.parse_tcp_address(address)
                 await host.listen(listen_host, port)
@@ -225,14 +239,51 @@ class Peer:
     def connected_peers(self) -> list[str]:
         return self.connections.connected_peers()
 
-    def add_revocation(self, revocation: Revocation) -> None:
-        """Apply an owner-signed revocation; the revoked member's connections are cut now."""
-        self.config.membership.add_revocation(revocation)
-        self.gatekeeper.wake()
+    def add_revocation(self, revocation: Revocation) -> bool:
+        """Apply an owner-signed revocation (cutting the member now, telling our peers); True if new."""
+        return bool(self.revocations.apply([revocation], source="local"))
 
-    def _on_admitted(self, connection: Connection, certificate: Certificate) -> None:
+    def _on_admitted(self, connection: Connection, certificate: Certificate, seen: int) -> None:
         with suppress(RuntimeError):  # the peer is shutting down
             self._nursery.start_soon(self._learn_addresses, connection)
+            if seen > len(self.revocations):
+                self._nursery.start_soon(self._pull_revocations, connection)
+
+    # --- revocations (see colonymesh.node.peer.sync) -------------------------------------
+
+    def _on_new_revocations(self, revocations: list[Revocation]) -> None:
+        self.gatekeeper.wake()  # cut the revoked members now
+        with suppress(RuntimeError):
+            for connection in self.gatekeeper.admitted_connections():
+                self._nursery.start_soon(self._push_revocations, connection, revocations)
+
+    async def _push_revocations(
+        self, connection: Connection, revocations: list[Revocation]
+    ) -> None:
+        body = Revocations(tuple(revocations[:REVOCATIONS_PER_MESSAGE_MAX]))
+        try:
+            await self.messenger.send(connection, body, trio.current_time() + _SYNC_TIMEOUT_S)
+        except ColonymeshError as error:
+            log.info("could not push revocations to %s: %s", connection.remote_peer_id, error)
+
+    async def _pull_revocations(self, connection: Connection) -> None:
+        deadline = trio.current_time() + _SYNC_TIMEOUT_S
+        try:
+            answer = await self.messenger.request(
+                connection, WantRevocations(len(self.revocations)), deadline
+            )
+        except ColonymeshError as error:
+            log.info("could not pull revocations from %s: %s", connection.remote_peer_id, error)
+            return
+        if isinstance(answer.body, Revocations):
+            self.revocations.apply(answer.body.records, source=connection.remote_peer_id)
+
+    async def _answer_revocations(self, incoming: Incoming) -> Revocations:
+        return Revocations(self.revocations.newest())
+
+    async def _receive_revocations(self, incoming: Incoming) -> None:
+        records: tuple[Revocation, ...] = incoming.body.records
+        self.revocations.apply(records, source=incoming.peer_id)
 
     async def _learn_addresses(self, connection: Connection) -> None:
         try:
@@ -272,6 +323,7 @@ class Peer:
                 "over_capacity": self.host.stats.over_capacity,
             },
             "membership": self.config.membership.statistics(),
+            "revocations": self.revocations.statistics(),
         }
 
 

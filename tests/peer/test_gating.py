@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from peerkit import FAST_GATING, clock, config_for, expired_member, member_config
+from peerkit import (
+    FAST_GATING,
+    admit_extra,
+    clock,
+    config_for,
+    expired_member,
+    member_config,
+)
 
 from colonymesh.node.certs import Membership, revoke
 from colonymesh.node.envelope import EnvelopeOpener, EnvelopeSealer
@@ -211,3 +220,40 @@ def test_any_presentation_bytes_give_admission_or_a_typed_refusal(
             assert isinstance(refusal.cause, RefusalCause)
         else:
             assert certificate == member.certificate  # only the real one can admit
+
+
+async def _until(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    with trio.fail_after(timeout_s):
+        while not predicate():
+            await trio.sleep(0.02)
+
+
+async def test_revocations_spread_by_push_and_pull(lab: ColonyFixture) -> None:
+    extra = admit_extra(lab, "late")
+    revocation = revoke(lab.owner, lab.members[2].certificate, now=NOW, reason="lost laptop")
+    async with (
+        Peer.open(member_config(lab, 0)) as a,
+        Peer.open(member_config(lab, 1)) as hub,
+        Peer.open(member_config(lab, 2)) as doomed,
+    ):
+        await a.connect(hub.listen_addrs[0], timeout=5)
+        await doomed.connect(hub.listen_addrs[0], timeout=5)
+        assert hub.connected_peers() == sorted([a.peer_id, doomed.peer_id])
+        # a learns a revocation the hub does not hold; a pushes it, the hub cuts doomed.
+        assert a.add_revocation(revocation) is True
+        assert a.add_revocation(revocation) is False  # idempotent
+        await _until(lambda: hub.connected_peers() == [a.peer_id])
+        assert hub.statistics()["revocations"]["held"] == 1
+        assert hub.statistics()["gating"]["cut_later"]["revoked"] == 1
+        # A member joining later pulls it on admission (the hub presents revocations_seen=1).
+        async with Peer.open(member_config(lab, extra)) as late:
+            await late.connect(hub.listen_addrs[0], timeout=5)
+            await _until(lambda: late.statistics()["revocations"]["held"] == 1)
+            assert late.config.membership.is_revoked(lab.members[2].certificate.serial)
+
+
+async def test_revocation_signed_by_someone_else_is_ignored(lab: ColonyFixture) -> None:
+    forged = revoke(KeyPair.generate(), lab.members[2].certificate, now=NOW)
+    async with Peer.open(member_config(lab, 0)) as a:
+        assert a.add_revocation(forged) is False
+        assert a.statistics()["revocations"] == {"held": 0, "learned": 0, "refused": 1}
