@@ -35,6 +35,10 @@ Durability contract (with ``fsync=True``):
   truncates a suffix) are durable when they return: they fsync the files and
   the directory themselves, in an order that leaves a consistent state at
   every crash point (see each method).
+* ``open()`` makes what it recovered durable before returning (a crashed
+  process may have left unsynced writes in the page cache only; a restarted
+  node will vouch for them), so after ``open()``, ``durable_index() ==
+  last_index()``.
 * With ``fsync=False`` (tests, benchmarks of the upper layers) nothing is
   ever fsynced and a machine crash may lose anything; a process crash still
   loses nothing written, as the page cache survives it.
@@ -43,6 +47,12 @@ Invariants: indices in the log are contiguous from ``first_index()`` to
 ``last_index()``; terms never decrease; ``first_index() == snapshot index
 + 1`` (1 with no snapshot); every segment but the newest is fsynced before
 the next one receives a byte, so only the newest can have a torn tail.
+
+Driving it from a Raft ``Ready``: ``save_snapshot(rd.snapshot)`` if any,
+``append(rd.entries)``, ``save_hard_state(rd.hard_state)`` if any, then one
+``sync()`` — possibly for several Readys at once — before sending
+``rd.messages``. On restart, ``initial_state()`` gives the ``RaftNode`` its
+hard state, snapshot and entries.
 
 Threads. All methods are thread-safe. Mutators (``append``, ``sync``,
 ``save_*``, ``compact``, ``close``) are serialised; readers (``entries``,
@@ -63,6 +73,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from colonymesh.consensus.storage.batch import validate_batch
 from colonymesh.consensus.storage.errors import (
     LogCompactedError,
     LogUnavailableError,
@@ -72,7 +83,6 @@ from colonymesh.consensus.storage.errors import (
 from colonymesh.consensus.storage.fsutil import fsync_dir
 from colonymesh.consensus.storage.hardstate import HardStateFile
 from colonymesh.consensus.storage.records import (
-    INDEX_MAX,
     RECORD_DATA_MAX,
     encode_record_list,
 )
@@ -87,7 +97,6 @@ from colonymesh.consensus.storage.terms import TermRuns
 from colonymesh.consensus.types import (
     ConfState,
     Entry,
-    EntryKind,
     HardState,
     LogIndex,
     Snapshot,
@@ -102,7 +111,6 @@ ENTRY_BYTES_MAX_DEFAULT = 64 * 1024 * 1024
 HARD_STATE_FILE = "hardstate"
 SNAPSHOT_FILE = "snapshot"
 LOCK_FILE = "LOCK"
-_KINDS = frozenset(EntryKind)
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,7 +363,7 @@ class LogStore:
         """
         if not entries:
             return
-        self._validate_batch(entries)
+        validate_batch(entries, self._entry_bytes_max)
         with self._write_lock:
             self._check_open()
             if entries[-1].index <= self._base_index:
@@ -386,36 +394,6 @@ class LogStore:
             if first <= self._last_index:
                 self._truncate(first)
             self._write(todo)
-
-    def _validate_batch(self, entries: Sequence[Entry]) -> None:
-        """Check the whole batch before anything is written (one tight loop, hot path)."""
-        limit, kinds = self._entry_bytes_max, _KINDS
-        expect: int = entries[0].index
-        term: int = entries[0].term
-        for e in entries:
-            data = e.data
-            if (
-                type(data) is not bytes
-                or len(data) > limit
-                or e.index != expect
-                or e.term < term
-                or e.kind not in kinds
-            ):
-                raise StorageUsageError(self._explain_bad_entry(e, expect, term))
-            expect, term = expect + 1, e.term
-        if not (entries[0].index >= 1 and expect - 1 <= INDEX_MAX and entries[0].term >= 0):
-            raise StorageUsageError(f"entry indices or terms out of range in {entries[0]}...")
-        if term > INDEX_MAX:
-            raise StorageUsageError(f"term {term} out of range")
-
-    def _explain_bad_entry(self, e: Entry, expect: int, term: int) -> str:
-        if not isinstance(e.data, bytes):
-            return f"entry {e.index}: data must be bytes"
-        if len(e.data) > self._entry_bytes_max:
-            return f"entry {e.index} has {len(e.data)} bytes, limit {self._entry_bytes_max}"
-        if e.kind not in _KINDS:
-            return f"entry {e.index}: unknown kind {e.kind!r}"
-        return f"batch not contiguous or term falls: {e.index}/{e.term} where {expect}/>={term}"
 
     def _write(self, entries: Sequence[Entry]) -> None:
         records = encode_record_list(entries)

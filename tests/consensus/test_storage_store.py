@@ -134,6 +134,10 @@ def test_append_contract_violations(tmp_path: Path) -> None:
             s.append([ent(4, 3), ent(5, 2)])
         with pytest.raises(StorageUsageError, match="limit"):
             s.append([ent(4, 2, b"x" * 101)])
+        with pytest.raises(StorageUsageError, match="must be bytes"):
+            s.append([Entry(Term(2), LogIndex(4), EntryKind.NORMAL, bytearray(b"x"))])  # type: ignore[arg-type]
+        with pytest.raises(StorageUsageError, match="kind"):
+            s.append([Entry(Term(2), LogIndex(4), 9, b"x")])  # type: ignore[arg-type]
         assert s.last_index() == 3  # nothing was written
 
 
