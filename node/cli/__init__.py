@@ -52,17 +52,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(handler(args))
-    except ColonymeshError as error:
-        print(f"colonymesh: {error}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("colonymesh: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except Exception as error:  # the contract: one line, never a traceback
+    except BaseException as raised:  # the contract: one line, never a traceback
+        error = _first_leaf(raised)
+        if isinstance(error, SystemExit):
+            raise error from None
+        if isinstance(error, KeyboardInterrupt):
+            print("colonymesh: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        if isinstance(error, ColonymeshError):
+            print(f"colonymesh: {error}", file=sys.stderr)
+            return EXIT_ERROR
         if os.environ.get("COLONYMESH_DEBUG"):
-            traceback.print_exc()
+            traceback.print_exception(error)
         print(f"colonymesh: internal error: {type(error).__name__}: {error}", file=sys.stderr)
         return EXIT_INTERNAL
+
+
+def _first_leaf(error: BaseException) -> BaseException:
+    """The first real error inside (nested) exception groups from trio nurseries."""
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    return error
 
 
 if __name__ == "__main__":
