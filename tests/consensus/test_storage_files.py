@@ -9,6 +9,7 @@ import pytest
 
 from colonymesh.consensus.storage import (
     CorruptHardStateError,
+    CorruptLogError,
     CorruptSnapshotError,
     LogStore,
 )
@@ -111,3 +112,31 @@ def test_damaged_snapshot_is_an_error(tmp_path: Path) -> None:
     garble(tmp_path / "snapshot", 100)
     with pytest.raises(CorruptSnapshotError):
         LogStore.open(tmp_path)
+
+
+def test_inspect_reports_damage_without_repairing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from colonymesh.consensus.storage.inspect import main
+    from colonymesh.consensus.types import Entry, EntryKind
+
+    with LogStore.open(tmp_path, segment_bytes_max=4096) as s:
+        s.append([Entry(Term(1), LogIndex(i), EntryKind.NORMAL, b"x" * 300) for i in range(1, 30)])
+        s.save_snapshot(snap(5, 1, b"s"))
+        s.sync()
+    seg = tmp_path / f"log-{13:020d}.seg"
+    garble(seg, 400)
+    before = seg.read_bytes()
+    assert main([str(tmp_path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    damaged = next(x for x in report["segments"] if x["file"] == seg.name)
+    assert damaged["problem"]["offset"] == 32 + 332  # the second record of the segment
+    assert damaged["problem"]["intact_record_follows_at"] == 32 + 2 * 332
+    assert report["snapshot"]["index"] == 5
+    assert seg.read_bytes() == before  # read-only
+    with pytest.raises(CorruptLogError) as err:
+        LogStore.open(tmp_path)
+    assert (err.value.path, err.value.offset) == (seg, 364)
+    assert main([str(tmp_path / "nope")]) == 2
