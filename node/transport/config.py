@@ -19,6 +19,8 @@ class TransportConfig:
     write_timeout_s: float = 30.0
     # Bytes asked of the socket per read; large reads amortise per-call overhead.
     receive_bytes: int = 256 * 1024
+    # Answers the peer provoked (ping ACKs, RSTs) queued before we stop reading it.
+    control_backlog_bytes: int = 1024 * 1024
     connections_max: int = 512
     # Inbound connections still in their handshake; the rest wait in the kernel backlog.
     handshakes_max: int = 64

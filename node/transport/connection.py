@@ -200,6 +200,10 @@ class Connection:
                 raise trio.BrokenResourceError("remote closed the connection")
             self.bytes_received += count
             self._feed(view[:count])
+            if self.mux.provoked_output_bytes > self.config.control_backlog_bytes:
+                # The peer makes us answer (pings, RSTs) faster than it reads the
+                # answers: stop reading it until they are on the socket.
+                await self.flush()
             if count == receive_bytes:  # more is likely waiting: let others run first
                 await trio.lowlevel.checkpoint()
 

@@ -211,6 +211,9 @@ class _Output:
     def __bool__(self) -> bool:
         return self._length > 0
 
+    def __len__(self) -> int:
+        return self._length
+
     def take(self) -> memoryview:
         view = memoryview(self._buffer)[: self._length]
         self._length = 0
@@ -229,6 +232,7 @@ class YamuxSession:
         self.is_client = is_client
         self._streams: dict[int, _Stream] = {}
         self._windows_total = 0
+        self._provoked = 0
         self._next_id = 1 if is_client else 2
         self._highest_remote_id = 0
         self._out = _Output()
@@ -247,11 +251,21 @@ class YamuxSession:
 
     def data_to_send(self) -> memoryview:
         """Everything queued for the peer; valid until the next call into the session."""
+        self._provoked = 0
         return self._out.take()
 
     @property
     def has_output(self) -> bool:
         return bool(self._out)
+
+    @property
+    def provoked_output_bytes(self) -> int:
+        """Answers the peer forced on us (ping ACKs, refusals) not yet taken.
+
+        Data is bounded by send windows; these are bounded only by how fast we
+        read, so the driver stops reading when they pile up.
+        """
+        return self._provoked
 
     @property
     def stream_count(self) -> int:
@@ -453,6 +467,7 @@ class YamuxSession:
                 or self.remote_went_away
             ):
                 self._out += encode_header(FrameType.WINDOW_UPDATE, FLAG_RST, stream_id, 0)
+                self._provoked += HEADER_BYTES
                 return None
             stream = self._new_stream(stream_id)
             delta = stream.window - INITIAL_WINDOW_BYTES
@@ -518,6 +533,7 @@ class YamuxSession:
     def _on_ping(self, events: list[Event], flags: int, opaque: int, now: float) -> None:
         if flags == FLAG_SYN:
             self._out += encode_header(FrameType.PING, FLAG_ACK, 0, opaque)
+            self._provoked += HEADER_BYTES
         elif flags == FLAG_ACK:
             if self._ping_sent_at is not None and opaque == self._keepalive_opaque:
                 events.append(PingAnswered(opaque, now - self._ping_sent_at))

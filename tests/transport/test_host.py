@@ -284,3 +284,17 @@ async def test_garbage_after_the_handshake_closes_only_that_connection(
         r.levelno == logging.WARNING and "RemoteProtocolError" in r.getMessage()
         for r in caplog.records
     )
+
+
+async def test_dial_times_out_on_a_silent_listener() -> None:
+    async def silent(stream: trio.SocketStream) -> None:
+        await trio.sleep_forever()
+
+    config = TransportConfig(upgrade_timeout_s=0.3)
+    async with Host.open(A, config=config) as client, trio.open_nursery() as nursery:
+        listeners = await nursery.start(trio.serve_tcp, silent, 0)
+        port = listeners[0].socket.getsockname()[1]
+        with trio.fail_after(5), pytest.raises(trio.TooSlowError):
+            await client.dial("127.0.0.1", port)
+        assert client.stats.failed_upgrades == 1 and client.connections == []
+        nursery.cancel_scope.cancel()

@@ -185,3 +185,22 @@ def test_initiator_fuzz_only_typed_errors(data: bytes) -> None:
     initiator = noise.NoiseHandshake(noise.Role.INITIATOR, ALICE, keys(1), keys(2))
     with contextlib.suppress(RemoteProtocolError):
         initiator.receive_data(len(data).to_bytes(2, "big") + data)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(st.binary(max_size=70_000), min_size=1, max_size=4),
+    st.lists(st.integers(min_value=1, max_value=90_000), min_size=1, max_size=10),
+)
+def test_receiver_reassembles_any_chunking(messages: list[bytes], cuts: list[int]) -> None:
+    done_i, done_r = complete()
+    wire = b"".join(bytes(done_i.sender.seal(m)) for m in messages)
+    received: list[bytes] = []
+    position = 0
+    index = 0
+    while position < len(wire):
+        cut = cuts[index % len(cuts)]
+        received += done_r.receiver.receive_data(memoryview(wire)[position : position + cut])
+        position += cut
+        index += 1
+    assert b"".join(received) == b"".join(messages)

@@ -309,3 +309,12 @@ def test_session_window_budget_bounds_buffered_memory() -> None:
     deliver(client, server)
     deliver(server, client)
     assert client.send_window(fourth) == 4 * WINDOW
+
+
+def test_provoked_answers_are_counted_for_backpressure() -> None:
+    server = YamuxSession(is_client=False, now=0.0)
+    flood = encode_header(FrameType.PING, FLAG_SYN, 0, 7) * 100
+    server.receive_data(flood, 0.0)
+    assert server.provoked_output_bytes == 100 * yamux.HEADER_BYTES
+    server.data_to_send()
+    assert server.provoked_output_bytes == 0

@@ -36,7 +36,9 @@ def make_host():
     key_pair = create_new_key_pair()
     return new_host(
         key_pair=key_pair,
-        sec_opt={NOISE_ID: NoiseTransport(key_pair, noise_privkey=create_x25519_pair().private_key)},
+        sec_opt={
+            NOISE_ID: NoiseTransport(key_pair, noise_privkey=create_x25519_pair().private_key)
+        },
         muxer_opt={YAMUX_ID: Yamux},
     )
 
