@@ -398,15 +398,14 @@ class Cluster:
 
 
 def _check_log_matching(a: tuple[NodeId, RaftNode], b: tuple[NodeId, RaftNode]) -> None:
+    """Log matching (§5.3): if two logs hold an entry with the same index and term,
+    they are identical up to it. Finds the highest such index, then compares the
+    overlapping prefixes (a C-speed list comparison: replicas share Entry objects)."""
     la, lb = a[1].log, b[1].log
     lo = max(la.first_index(), lb.first_index())
     hi = min(la.last_index(), lb.last_index())
-    agree = False
-    for index in range(hi, lo - 1, -1):
-        same = la.term(index) == lb.term(index)
-        if agree and not same:
-            raise SafetyViolation(f"logs of {a[0]} and {b[0]} diverge below a match at {index}")
-        if same:
-            agree = True
-            if la.entry(index) != lb.entry(index):
-                raise SafetyViolation(f"{a[0]} and {b[0]} differ at {index} in the same term")
+    index: int = hi
+    while index >= lo and la.term(index) != lb.term(index):
+        index -= 1
+    if index >= lo and la.slice(lo, index + 1) != lb.slice(lo, index + 1):
+        raise SafetyViolation(f"logs of {a[0]} and {b[0]} differ below their match at {index}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -22,6 +23,7 @@ from hypothesis.stateful import (
     invariant,
     precondition,
     rule,
+    run_state_machine_as_test,
 )
 
 from colonymesh.consensus import (
@@ -263,3 +265,16 @@ RaftMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestRaftStateMachine = RaftMachine.TestCase
+
+
+@pytest.mark.slow
+def test_raft_state_machine_long() -> None:
+    run_state_machine_as_test(
+        RaftMachine,
+        settings=settings(
+            max_examples=1500,
+            stateful_step_count=120,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+        ),
+    )
