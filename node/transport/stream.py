@@ -39,7 +39,7 @@ class MuxedStream(trio.abc.HalfCloseableStream):
         self.connection = connection
         self.stream_id = stream_id
         self.protocol: str | None = None
-        self._chunks: deque[bytes] = deque()
+        self._chunks: deque[bytes | memoryview] = deque()
         self._buffered = 0
         self._credit_debt = 0  # bytes put back by negotiation, already credited
         self._eof = False
@@ -57,7 +57,7 @@ class MuxedStream(trio.abc.HalfCloseableStream):
 
     # --- fed by the connection's reader ------------------------------------
 
-    def _on_data(self, data: bytes) -> None:
+    def _on_data(self, data: bytes | memoryview) -> None:
         self._chunks.append(data)
         self._buffered += len(data)
         self._readable.unpark_all()
@@ -77,7 +77,7 @@ class MuxedStream(trio.abc.HalfCloseableStream):
     def _on_window(self) -> None:
         self._writable.unpark_all()
 
-    def _unread(self, data: bytes) -> None:
+    def _unread(self, data: bytes | memoryview) -> None:
         """Put bytes read past a negotiation back in front; they were credited already."""
         if data:
             self._chunks.appendleft(data)
@@ -174,6 +174,8 @@ class MuxedStream(trio.abc.HalfCloseableStream):
                 room -= len(chunks[0])
                 parts.append(chunks.popleft())
             chunk = b"".join(parts)
+        if type(chunk) is not bytes:
+            chunk = bytes(chunk)
         count = len(chunk)
         self._buffered -= count
         credit = count

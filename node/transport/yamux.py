@@ -117,8 +117,10 @@ class StreamOpened:
 
 @dataclass(frozen=True, slots=True)
 class DataReceived:
+    """Payload bytes; a view into the (immutable) input when that was ``bytes``."""
+
     stream_id: int
-    data: bytes
+    data: bytes | memoryview
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +235,7 @@ class YamuxSession:
         self._streams: dict[int, _Stream] = {}
         self._windows_total = 0
         self._provoked = 0
+        self._zero_copy = False
         self._next_id = 1 if is_client else 2
         self._highest_remote_id = 0
         self._out = _Output()
@@ -397,6 +400,8 @@ class YamuxSession:
         else:
             source = data
         view = memoryview(source)
+        # Payloads may be views into the input only if nobody can mutate it.
+        self._zero_copy = type(source) is bytes
         end = len(view)
         position = 0
         try:
@@ -500,7 +505,7 @@ class YamuxSession:
             if stream.abandoned:
                 self.reset_stream(stream_id)
                 return
-            events.append(DataReceived(stream_id, bytes(payload)))
+            events.append(DataReceived(stream_id, payload if self._zero_copy else bytes(payload)))
         if stream is not None:
             self._on_flags(events, flags, stream_id, stream)
 
