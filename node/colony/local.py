@@ -53,12 +53,36 @@ class LocalColonyConfig:
 class LocalColony:
     colony: Colony
     client: ColonyClient
+    owner: KeyPair
     servers: list[LedgerServer] = field(default_factory=list)
     executors: list[ExecutorService] = field(default_factory=list)
     peers: list[Peer] = field(default_factory=list)
 
     def leader(self) -> LedgerServer | None:
         return next((s for s in self.servers if s.is_leader), None)
+
+    def issue(self, name: str, role: Role, executor_type: str = "") -> tuple[KeyPair, Certificate]:
+        """Keys and a certificate for a new member, as the colony owner would issue them."""
+        now = int(time.time())
+        keys = KeyPair.generate()
+        certificate = issue_certificate(
+            self.owner,
+            self.colony,
+            keys.public_key,
+            name=name,
+            roles=[role],
+            not_before=now - 60,
+            not_after=now + 86400,
+            serial=1000 + len(self.peers),
+            executor_type=executor_type,
+            capabilities=Capabilities(cpu_millicores=4000, mem_bytes=8 * 2**30),
+        )
+        return keys, certificate
+
+    @property
+    def bootstrap(self) -> list[str]:
+        """Where the server peers listen."""
+        return [address for server in self.servers for address in server.peer.listen_addrs]
 
 
 @asynccontextmanager
@@ -110,7 +134,7 @@ async def open_local_colony(config: LocalColonyConfig) -> AsyncIterator[LocalCol
                     for address in other.listen_addrs:
                         peer.add_address(other.peer_id, address)
         async with trio.open_nursery() as nursery:
-            local = LocalColony(colony, ColonyClient(peers[-1], server_ids), peers=peers)
+            local = LocalColony(colony, ColonyClient(peers[-1], server_ids), owner, peers=peers)
             for index, peer in enumerate(peers[: config.servers]):
                 server = LedgerServer(
                     peer,

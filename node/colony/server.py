@@ -161,9 +161,17 @@ class LedgerServer:
         raise RuntimeError(f"the ledger answered a command with {first!r}")
 
     async def _tick_while_leader(self) -> None:
+        """Tick at once on winning an election (the ledger's clock may be stale), then every interval."""
+        last_tick = -float("inf")
+        last_term = -1
         while True:
-            await trio.sleep(self.config.tick_interval_s)
-            if self.is_leader:
+            await trio.sleep(min(0.05, self.config.tick_interval_s))
+            status = self.driver.status()
+            if status.role is not Role.LEADER:
+                continue
+            due = trio.current_time() - last_tick >= self.config.tick_interval_s
+            if status.term != last_term or due:
+                last_term, last_tick = status.term, trio.current_time()
                 now = time.time()
                 result = await self.propose_frame(self._sealer.seal(Tick(int(now * 1000)), now))
                 if not result.applied and not result.not_leader:
