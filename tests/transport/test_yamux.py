@@ -318,3 +318,16 @@ def test_provoked_answers_are_counted_for_backpressure() -> None:
     assert server.provoked_output_bytes == 100 * yamux.HEADER_BYTES
     server.data_to_send()
     assert server.provoked_output_bytes == 0
+
+
+def test_payloads_never_alias_mutable_input() -> None:
+    client, server = sessions()
+    sid = client.open_stream()
+    client.send_data(sid, b"payload")
+    wire = bytearray(client.data_to_send())
+    events = server.receive_data(wire, 0.0)
+    wire[:] = b"\x00" * len(wire)  # the driver reuses its buffers
+    assert data_of(events, sid) == b"payload"
+    client.send_data(sid, b"second")
+    immutable = bytes(client.data_to_send())
+    assert data_of(server.receive_data(immutable, 0.0), sid) == b"second"
