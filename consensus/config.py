@@ -26,6 +26,7 @@ class RaftConfig:
     max_append_entries: int = 1024  # entries in one AppendEntries
     max_append_bytes: int = 1024 * 1024  # entry bytes in one AppendEntries (>= 1 entry)
     max_apply_entries: int = 4096  # committed entries in one Ready
+    max_uncommitted_entries: int = 100_000  # a leader refuses proposals beyond this backlog
     snapshot_chunk_bytes: int = 1024 * 1024
     snapshot_bytes_max: int = 1 << 32  # a follower refuses larger snapshots
     snapshot_retransmit_s: float = 0.5  # resend an unacknowledged snapshot chunk
@@ -42,6 +43,7 @@ class RaftConfig:
             "max_append_entries",
             "max_append_bytes",
             "max_apply_entries",
+            "max_uncommitted_entries",
             "snapshot_chunk_bytes",
             "max_pending_reads",
         ):

@@ -122,7 +122,11 @@ class LeaderState:
 
     # -------------------------------------------------------------- proposals
 
-    def check_can_propose(self) -> None:
+    def check_can_propose(self, size: int = 0) -> None:
+        if size > self.config.max_append_bytes:
+            raise ProposalDropped(f"a {size}-byte command exceeds max_append_bytes")
+        if self.log.last_index() - self.log.committed >= self.config.max_uncommitted_entries:
+            raise ProposalDropped("too many uncommitted entries: the group is not keeping up")
         if self.transferee is not None:
             raise ProposalDropped(f"leadership transfer to {self.transferee} in progress")
         if self.id not in self.prs:

@@ -270,7 +270,7 @@ class RaftNode:
 
     def propose(self, data: bytes) -> ProposalResult:
         """Append a command to the leader's log; it commits once a quorum stores it."""
-        return self._append_local(self._leader_for_proposal(), EntryKind.NORMAL, data)
+        return self._append_local(self._leader_for_proposal(len(data)), EntryKind.NORMAL, data)
 
     def propose_conf_change(self, change: ConfChange) -> ProposalResult:
         """Propose one membership change (§6); it takes effect once appended.
@@ -695,10 +695,10 @@ class RaftNode:
 
     # --------------------------------------------------------------- leader
 
-    def _leader_for_proposal(self) -> LeaderState:
+    def _leader_for_proposal(self, size: int = 0) -> LeaderState:
         if self._lead is None:
             raise NotLeader(self.leader)
-        self._lead.check_can_propose()
+        self._lead.check_can_propose(size)
         return self._lead
 
     def _append_local(self, lead: LeaderState, kind: EntryKind, data: bytes) -> ProposalResult:

@@ -602,6 +602,20 @@ def test_propose_on_follower_raises_not_leader_with_hint() -> None:
     assert err.value.leader_hint == "1"
 
 
+def test_proposals_are_bounded_in_size_and_backlog() -> None:
+    cfg = RaftConfig(max_append_bytes=100, max_uncommitted_entries=5)
+    c = cluster(config=cfg)
+    elect(c)
+    with pytest.raises(ProposalDropped):
+        c.node("1").propose(b"x" * 101)
+    c.crash("2")
+    c.crash("3")
+    for _ in range(5):
+        c.node("1").propose(b"x")
+    with pytest.raises(ProposalDropped):
+        c.node("1").propose(b"x")
+
+
 def test_ready_twice_without_advance_is_a_usage_error() -> None:
     node = mk_node()
     rd = node.ready()
