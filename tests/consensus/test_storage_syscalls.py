@@ -242,13 +242,7 @@ def recording(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Any, ...]]
     return Ops(rec.ops)
 
 
-@settings(
-    max_examples=300,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-@given(where=st.floats(0, 1), seed=st.integers(0, 2**32))
-def test_any_crash_state_keeps_everything_acknowledged(
+def check_crash_state(
     recording: list[tuple[Any, ...]],
     tmp_path_factory: pytest.TempPathFactory,
     where: float,
@@ -273,3 +267,29 @@ def test_any_crash_state_keeps_everything_acknowledged(
         assert got[i] == acked_log[i], f"entry {i} differs from the acknowledged one"
     saved_since = [op[3] for op in recording[k:crash_at] if op[0] == "hs"]
     assert hs == acked_hs or hs in saved_since
+
+
+HEALTH = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=HEALTH)
+@given(where=st.floats(0, 1), seed=st.integers(0, 2**32))
+def test_any_crash_state_keeps_everything_acknowledged(
+    recording: list[tuple[Any, ...]],
+    tmp_path_factory: pytest.TempPathFactory,
+    where: float,
+    seed: int,
+) -> None:
+    check_crash_state(recording, tmp_path_factory, where, seed)
+
+
+@pytest.mark.slow
+@settings(max_examples=5000, deadline=None, suppress_health_check=HEALTH)
+@given(where=st.floats(0, 1), seed=st.integers(0, 2**32))
+def test_any_crash_state_keeps_everything_acknowledged_long(
+    recording: list[tuple[Any, ...]],
+    tmp_path_factory: pytest.TempPathFactory,
+    where: float,
+    seed: int,
+) -> None:
+    check_crash_state(recording, tmp_path_factory, where, seed)
