@@ -77,6 +77,7 @@ class Connection:
         self._handler_for = handler_for
         self._streams: dict[int, MuxedStream] = {}
         self._fd = raw.socket.fileno()
+        self._fd_open = True
         self._flushing = False
         self._flushed = trio.lowlevel.ParkingLot()
         self._writer_lot = trio.lowlevel.ParkingLot()
@@ -94,6 +95,11 @@ class Connection:
     @property
     def is_closed(self) -> bool:
         return self._closed.is_set()
+
+    @property
+    def going_away(self) -> bool:
+        """True once either side said GoAway: no new streams; reuse another connection."""
+        return self.is_closed or self.mux.local_went_away or self.mux.remote_went_away
 
     async def wait_closed(self) -> None:
         await self._closed.wait()
@@ -161,6 +167,9 @@ class Connection:
             if self.mux.has_output and not self._flushing:  # a last GoAway, best effort
                 with contextlib.suppress(OSError, TransportError):
                     os.write(self._fd, self._sender.seal(self.mux.data_to_send()))
+            # From here the descriptor number may be reused by another socket:
+            # nothing may write to it again (checked before every write).
+            self._fd_open = False
             await self._raw.aclose()
 
     async def aclose(self) -> None:
@@ -290,6 +299,8 @@ class Connection:
         self._flushing = True
         try:
             while self.mux.has_output:
+                if not self._fd_open:
+                    raise trio.BrokenResourceError("connection closed")
                 sealed = self._sender.seal(self.mux.data_to_send())
                 self.bytes_sent += len(sealed)
                 try:
@@ -310,7 +321,12 @@ class Connection:
         with trio.move_on_after(self.config.write_timeout_s) as scope:
             scope.shield = True
             while rest:
-                await trio.lowlevel.wait_writable(self._fd)
+                try:
+                    await trio.lowlevel.wait_writable(self._fd)
+                except trio.ClosedResourceError:
+                    raise trio.BrokenResourceError("connection closed") from None
+                if not self._fd_open:
+                    raise trio.BrokenResourceError("connection closed")
                 try:
                     written = os.write(self._fd, rest)
                 except BlockingIOError:
