@@ -66,8 +66,9 @@ from colonymesh.consensus.messages import (
     VoteResponse,
     validate_message,
 )
-from colonymesh.consensus.raft import ProposalResult, RaftNode, Role, Status
+from colonymesh.consensus.raft import RaftNode
 from colonymesh.consensus.ready import ReadState, Ready
+from colonymesh.consensus.status import ProposalResult, Role, Status
 
 __all__ = [
     "AppendEntries",

@@ -17,7 +17,7 @@ import enum
 from dataclasses import dataclass
 
 from colonymesh.consensus.errors import RaftError
-from colonymesh.consensus.types import ConfState, LogIndex, NodeId
+from colonymesh.consensus.types import ConfState, Entry, EntryKind, LogIndex, NodeId, Term
 
 NODE_ID_BYTES_MAX = 256
 
@@ -133,3 +133,14 @@ class ConfHistory:
 
     def reset(self, index: LogIndex, conf: ConfState) -> None:
         self._items = [(index, conf)]
+
+
+def bootstrap_entries(conf: ConfState) -> list[Entry]:
+    """The founding configuration as committed term-1 entries, identical on every
+    founding member (voters first, then learners, each sorted)."""
+    changes = [ConfChange(ConfChangeOp.ADD_VOTER, v) for v in sorted(conf.voters)]
+    changes += [ConfChange(ConfChangeOp.ADD_LEARNER, n) for n in sorted(conf.learners)]
+    return [
+        Entry(Term(1), LogIndex(k + 1), EntryKind.CONF_CHANGE, change.encode())
+        for k, change in enumerate(changes)
+    ]

@@ -45,19 +45,17 @@ passes the last index.
 
 from __future__ import annotations
 
-import enum
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, assert_never
 
 from colonymesh.consensus.confchange import (
     ConfChange,
     ConfChangeError,
-    ConfChangeOp,
     ConfHistory,
     apply_conf_change,
+    bootstrap_entries,
 )
 from colonymesh.consensus.config import RaftConfig
 from colonymesh.consensus.errors import (
@@ -85,6 +83,7 @@ from colonymesh.consensus.messages import (
     validate_message,
 )
 from colonymesh.consensus.ready import ReadState, Ready
+from colonymesh.consensus.status import ProposalResult, Role, Status
 from colonymesh.consensus.types import (
     ConfState,
     Entry,
@@ -101,35 +100,6 @@ if TYPE_CHECKING:
     import random
 
 logger = logging.getLogger("colonymesh.consensus")
-
-
-class Role(enum.Enum):
-    FOLLOWER = "follower"
-    PRE_CANDIDATE = "pre-candidate"
-    CANDIDATE = "candidate"
-    LEADER = "leader"
-    LEARNER = "learner"  # a follower that is a learner in the current configuration
-
-
-@dataclass(frozen=True, slots=True)
-class ProposalResult:
-    """Where a proposal landed: it is committed iff the entry at ``index`` has ``term``."""
-
-    index: LogIndex
-    term: Term
-
-
-@dataclass(frozen=True, slots=True)
-class Status:
-    id: NodeId
-    role: Role
-    term: Term
-    leader: NodeId | None
-    commit: LogIndex
-    applied: LogIndex
-    last_index: LogIndex
-    conf: ConfState
-    progress: tuple[tuple[NodeId, LogIndex], ...] = ()  # leader only: (peer, match)
 
 
 class RaftNode:
@@ -719,14 +689,3 @@ class RaftNode:
 
 
 _NO_HINT = (LogIndex(0), Term(0))
-
-
-def bootstrap_entries(conf: ConfState) -> list[Entry]:
-    """The founding configuration as committed term-1 entries, identical on every
-    founding member (voters first, then learners, each sorted)."""
-    changes = [ConfChange(ConfChangeOp.ADD_VOTER, v) for v in sorted(conf.voters)]
-    changes += [ConfChange(ConfChangeOp.ADD_LEARNER, n) for n in sorted(conf.learners)]
-    return [
-        Entry(Term(1), LogIndex(k + 1), EntryKind.CONF_CHANGE, change.encode())
-        for k, change in enumerate(changes)
-    ]

@@ -35,8 +35,9 @@ from colonymesh.consensus.messages import (
     VoteRequest,
     VoteResponse,
 )
-from colonymesh.consensus.raft import RaftNode, Role
+from colonymesh.consensus.raft import RaftNode
 from colonymesh.consensus.ready import ReadState, Ready
+from colonymesh.consensus.status import Role
 from colonymesh.consensus.types import (
     ConfState,
     Entry,

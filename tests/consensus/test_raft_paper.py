@@ -26,7 +26,7 @@ from colonymesh.consensus import (
     VoteRequest,
     VoteResponse,
 )
-from colonymesh.consensus.raft import bootstrap_entries
+from colonymesh.consensus.confchange import bootstrap_entries
 from colonymesh.consensus.testing import Cluster
 from colonymesh.consensus.types import (
     ConfState,
