@@ -12,7 +12,8 @@ Noise → gate → multistream → yamux), :mod:`~colonymesh.node.transport.conn
 
 The connection gate runs right after the Noise handshake with the remote's
 proven Ed25519 key (:class:`SecuredPeer`); returning ``False`` closes the
-connection before any stream exists::
+connection before any stream exists. A :data:`StreamFilter` then decides per
+connection which of our protocols its remote may open (others get ``na``)::
 
     async def gate(peer: SecuredPeer) -> bool:
         return peer.public_key in admitted
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
         RemoteProtocolError,
         TransportError,
     )
-    from colonymesh.node.transport.host import Host, HostStatistics
+    from colonymesh.node.transport.host import Host, HostStatistics, StreamFilter
     from colonymesh.node.transport.stream import MuxedStream, StreamReset
     from colonymesh.node.transport.upgrade import Gate, SecuredPeer
     from colonymesh.node.transport.yamux import YamuxConfig
@@ -58,6 +59,7 @@ _HOMES = {
     "TransportError": "errors",
     "Host": "host",
     "HostStatistics": "host",
+    "StreamFilter": "host",
     "MuxedStream": "stream",
     "StreamReset": "stream",
     "Gate": "upgrade",
@@ -77,6 +79,7 @@ __all__ = [
     "PeerMismatch",
     "RemoteProtocolError",
     "SecuredPeer",
+    "StreamFilter",
     "StreamHandler",
     "StreamReset",
     "TransportConfig",

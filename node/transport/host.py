@@ -20,7 +20,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -33,6 +33,8 @@ from colonymesh.node.transport.connection import Connection, StreamHandler
 from colonymesh.node.transport.errors import ConnectionRefused, LocalProtocolError, TransportError
 from colonymesh.node.transport.stream import MuxedStream
 from colonymesh.node.transport.upgrade import Gate, upgrade
+
+StreamFilter = Callable[[Connection, str], bool]
 
 log = logging.getLogger("colonymesh.node.transport")
 
@@ -81,6 +83,7 @@ class Host:
         *,
         config: TransportConfig | None = None,
         gate: Gate | None = None,
+        stream_filter: StreamFilter | None = None,
     ) -> None:
         self.keys = keys
         self.public_key = keys.public_key
@@ -90,6 +93,7 @@ class Host:
         self._static_private = os.urandom(32)  # Noise static key of this process
         self._nursery = nursery
         self._gate = gate
+        self._stream_filter = stream_filter
         self._handlers: dict[str, StreamHandler] = {}
         self._connections: dict[int, Connection] = {}
         self._listeners: list[trio.SocketListener] = []
@@ -102,10 +106,23 @@ class Host:
     @classmethod
     @asynccontextmanager
     async def open(
-        cls, keys: KeyPair, *, config: TransportConfig | None = None, gate: Gate | None = None
+        cls,
+        keys: KeyPair,
+        *,
+        config: TransportConfig | None = None,
+        gate: Gate | None = None,
+        stream_filter: StreamFilter | None = None,
     ) -> AsyncIterator[Host]:
+        """A host whose connections, listeners and handlers all end with the block.
+
+        ``gate`` decides right after each Noise handshake (the remote's key is
+        proven) whether the connection may continue. ``stream_filter`` decides,
+        per connection and protocol, which of our protocols the remote may open
+        now (the rest are answered ``na``), e.g. only identify, ping and the
+        certificate exchange until the remote presented its certificate.
+        """
         async with trio.open_nursery() as nursery:
-            host = cls(keys, nursery, config=config, gate=gate)
+            host = cls(keys, nursery, config=config, gate=gate, stream_filter=stream_filter)
             try:
                 yield host
             finally:
@@ -133,6 +150,12 @@ class Host:
     @property
     def protocols(self) -> list[str]:
         return list(self._handlers)
+
+    def protocols_for(self, connection: Connection) -> list[str]:
+        """The protocols ``connection``'s remote may open now (the stream filter's say)."""
+        if self._stream_filter is None:
+            return list(self._handlers)
+        return [p for p in self._handlers if self._stream_filter(connection, p)]
 
     def _handler_for(self, protocol: str) -> StreamHandler | None:
         return self._handlers.get(protocol)
@@ -227,6 +250,10 @@ class Host:
                 expected_public_key=expected_public_key,
                 gate=self._gate,
             )
+
+        def offered() -> list[str]:
+            return self.protocols_for(connection)
+
         connection = Connection(
             raw,
             sender=upgraded.sender,
@@ -234,7 +261,7 @@ class Host:
             remote_public_key=upgraded.remote_public_key,
             is_initiator=is_initiator,
             config=self.config,
-            protocols=lambda: list(self._handlers),
+            protocols=offered,
             handler_for=self._handler_for,
             remote_addr=remote_addr,
             local_addr=_local_addr(raw),
@@ -290,7 +317,7 @@ class Host:
         return identify.IdentifyInfo(
             public_key=self.public_key,
             listen_addrs=tuple(self.listen_addrs),
-            protocols=tuple(self._handlers),
+            protocols=tuple(self.protocols_for(connection)),
             observed_addr=connection.remote_addr if connection.remote_addr != "/unknown" else None,
             protocol_version=identify.PROTOCOL_VERSION,
             agent_version=self.config.agent_version,
@@ -339,4 +366,4 @@ async def _serve_ping(stream: MuxedStream) -> None:
             await stream.send_all(whole)
 
 
-__all__: Sequence[str] = ["Host", "HostStatistics"]
+__all__: Sequence[str] = ["Host", "HostStatistics", "StreamFilter"]

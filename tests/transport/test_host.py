@@ -12,6 +12,7 @@ import trio
 from colonymesh.node.identity import KeyPair
 from colonymesh.node.transport import multistream, noise, yamux
 from colonymesh.node.transport.config import TransportConfig
+from colonymesh.node.transport.connection import Connection
 from colonymesh.node.transport.errors import ConnectionRefused, NegotiationFailed, PeerMismatch
 from colonymesh.node.transport.host import Host
 from colonymesh.node.transport.stream import MuxedStream, StreamReset
@@ -298,3 +299,27 @@ async def test_dial_times_out_on_a_silent_listener() -> None:
             await client.dial("127.0.0.1", port)
         assert client.stats.failed_upgrades == 1 and client.connections == []
         nursery.cancel_scope.cancel()
+
+
+async def test_stream_filter_offers_protocols_per_connection() -> None:
+    admitted: set[str] = set()
+
+    def only_basics_until_admitted(connection: Connection, protocol: str) -> bool:
+        return connection.remote_peer_id in admitted or protocol.startswith("/ipfs/")
+
+    async with (
+        Host.open(B, stream_filter=only_basics_until_admitted) as server,
+        Host.open(A) as client,
+    ):
+        server.set_stream_handler(ECHO, echo)
+        port = int((await server.listen())[0].rsplit("/", 1)[1])
+        connection = await client.dial("127.0.0.1", port)
+        assert await client.ping(connection) > 0  # libp2p basics are open to strangers
+        with pytest.raises(NegotiationFailed):
+            await connection.open_stream([ECHO])
+        info = await client.identify(connection)
+        assert ECHO not in info.protocols  # not even advertised yet
+        admitted.add(A.peer_id)
+        stream = await connection.open_stream([ECHO])
+        await stream.send_all(b"in")
+        assert await stream.receive_exactly(2) == b"in"
