@@ -15,7 +15,7 @@ Commands: ``cluster 1 2 3 [learners=4,5] [extra=6] [pre_vote=false]
 [check_quorum=false] [chunk=N] [inflight=N] [batch=N]``, ``campaign N``,
 ``propose N DATA``, ``propose-many N COUNT``, ``conf N add-voter|add-learner|remove M``,
 ``transfer N M``, ``read N CTX``, ``compact N``, ``deliver-msgs [to=N,M]
-[drop=N,M]``, ``drop-msgs [to=N]``, ``process-ready``, ``stabilize``, ``elapse SECONDS``,
+[drop=N,M]``, ``drop-msgs [to=N]``, ``process-ready``, ``stabilize``, ``elapse SECONDS``, ``tick N K``,
 ``run SECONDS``, ``partition 1,2 3``, ``heal``, ``crash N``, ``restart N``,
 ``status N``, ``log N``.
 """
@@ -145,6 +145,14 @@ class Runner:
             c.stabilize()
         elif name == "elapse":
             c.elapse(float(pos[0]))
+        elif name == "tick":
+            # Advance the clock by K heartbeat intervals, firing only node N's timers
+            # (the others act as if paused; they catch up at the next elapse).
+            node = c.node(pos[0])
+            for _ in range(int(pos[1])):
+                c.now += c.config.heartbeat_interval_s
+                if node.next_deadline() <= c.now:
+                    node.handle_timer(c.now)
         elif name == "run":
             saved, c.trace = c.trace, None
             c.run_for(float(pos[0]))
