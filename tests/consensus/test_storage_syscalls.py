@@ -59,6 +59,16 @@ class Recorder:
             return ""
         return p.name if p.parent == self.root else None
 
+    def preload(self) -> None:
+        """Record the files already in ``root`` as durably created and written."""
+        for name in sorted(os.listdir(self.root)):
+            self.next_inode += 1
+            self.inodes[name] = self.next_inode
+            data = (self.root / name).read_bytes()
+            self.ops += [("create", name, self.next_inode), ("write", self.next_inode, 0, data)]
+            self.ops.append(("fsync", self.next_inode))
+        self.ops.append(("fsync_dir",))
+
     def install(self, mp: pytest.MonkeyPatch) -> None:
         real = {n: getattr(os, n) for n in
                 ("open", "pwrite", "ftruncate", "fsync", "fdatasync", "replace", "unlink", "close")}  # fmt: skip
@@ -208,6 +218,13 @@ def workload(directory: Path, rec: Recorder) -> None:
         if rng.random() < 0.5:
             store.sync()
             rec.ack(log, last, hs)
+        if step == 52:  # a snapshot from the leader that our log does not match: reset
+            at = last + 3
+            term += 1
+            rec.ops.append(("truncate", 0))  # every entry may go
+            store.save_snapshot(Snapshot(SnapshotMeta(LogIndex(at), Term(term), ConfState()), b"L"))
+            log.clear()
+            last = at
         if step == 40:
             at = last - 10
             store.save_snapshot(
@@ -247,8 +264,10 @@ def check_crash_state(
     tmp_path_factory: pytest.TempPathFactory,
     where: float,
     seed: int,
+    start: int = 0,
 ) -> None:
-    crash_at = int(where * len(recording))
+    """Crash somewhere after ``recording[start]``, rebuild the disk, reopen, check."""
+    crash_at = start + int(where * (len(recording) - start))
     into = tmp_path_factory.mktemp("crash") / "log"
     materialize(recording, crash_at, random.Random(seed), into)
     acks = [(k, op) for k, op in enumerate(recording[:crash_at]) if op[0] == "ack"]
@@ -293,3 +312,47 @@ def test_any_crash_state_keeps_everything_acknowledged_long(
     seed: int,
 ) -> None:
     check_crash_state(recording, tmp_path_factory, where, seed)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=HEALTH)
+@given(
+    where=st.floats(0, 1),
+    seed=st.integers(0, 2**32),
+    where2=st.floats(0, 1),
+    seed2=st.integers(0, 2**32),
+)
+def test_crash_during_recovery_and_after(
+    recording: list[tuple[Any, ...]],
+    tmp_path_factory: pytest.TempPathFactory,
+    where: float,
+    seed: int,
+    where2: float,
+    seed2: int,
+) -> None:
+    """Open a crash state (recovery truncates, unlinks, discards), keep writing, crash
+    again anywhere, including inside that recovery: what open() returned counts as
+    acknowledged, as its contract says."""
+    first = tmp_path_factory.mktemp("first") / "log"
+    materialize(recording, int(where * len(recording)), random.Random(seed), first)
+    rec = Recorder(first)
+    rec.preload()
+    preloaded = len(rec.ops)  # the crash comes after these: they stand for what is on disk
+    mp = pytest.MonkeyPatch()
+    try:
+        rec.install(mp)
+        store = LogStore.open(first, segment_bytes_max=SEG)
+        lo, last = store.first_index(), store.last_index()
+        log = {e.index: e for e in store.entries(lo, last + 1)}
+        rec.ack(log, last, store.hard_state())
+        term = store.term(last)
+        for n in (3, 5):
+            batch = [entry(i, term) for i in range(last + 1, last + 1 + n)]
+            store.append(batch)
+            store.sync()
+            log.update({e.index: e for e in batch})
+            last += n
+            rec.ack(log, last, store.hard_state())
+        store.close()
+    finally:
+        mp.undo()
+    check_crash_state(Ops(rec.ops), tmp_path_factory, where2, seed2, start=preloaded)
