@@ -13,8 +13,10 @@ of the space, bucket 0 the single nearest id.
 from __future__ import annotations
 
 import hashlib
-import random
-from typing import NewType
+from typing import TYPE_CHECKING, NewType
+
+if TYPE_CHECKING:
+    import random
 
 NodeId = NewType("NodeId", int)
 

@@ -74,6 +74,7 @@ class Lookup:
         "_order",
         "_path",
         "_self_key",
+        "_waiting",
         "alpha",
         "k",
         "peers_max",
@@ -108,6 +109,7 @@ class Lookup:
         self._path = path
         self._by_key: dict[bytes, _Candidate] = {}
         self._order: list[tuple[int, bytes]] = []  # (distance, key), nearest first
+        self._waiting: dict[bytes, float] = {}  # WAITING candidates -> deadline
         self._done = False
         for seed in seeds:
             self._add(seed, 1)
@@ -149,7 +151,7 @@ class Lookup:
     def _advance(self, now: float, failed: tuple[bytes, ...] = ()) -> Step:
         if self._done:
             return Step(failed=failed)
-        in_flight = sum(1 for c in self._by_key.values() if c.state is PeerState.WAITING)
+        in_flight = len(self._waiting)
         query: list[PeerInfo] = []
         while True:
             # claiming a peer another path owns changes the top k: then look again
@@ -173,6 +175,7 @@ class Lookup:
                         break
                 cand.state = PeerState.WAITING
                 cand.deadline = now + self.request_timeout_s
+                self._waiting[key] = cand.deadline
                 in_flight += 1
                 self.queried += 1
                 query.append(cand.info)
@@ -194,6 +197,7 @@ class Lookup:
         if cand.state is PeerState.CLAIMED:
             return Step()
         # a late answer from a peer we had given up on still counts
+        self._waiting.pop(peer, None)
         cand.state = PeerState.SUCCEEDED
         cand.deadline = math.inf
         for info in closer:
@@ -206,15 +210,16 @@ class Lookup:
             return Step()
         cand.state = PeerState.FAILED
         cand.deadline = math.inf
+        del self._waiting[peer]
         return self._advance(now)
 
     def on_timeout(self, now: float) -> Step:
-        expired: list[bytes] = []
-        for key, cand in self._by_key.items():
-            if cand.state is PeerState.WAITING and cand.deadline <= now:
-                cand.state = PeerState.FAILED
-                cand.deadline = math.inf
-                expired.append(key)
+        expired = [key for key, deadline in self._waiting.items() if deadline <= now]
+        for key in expired:
+            del self._waiting[key]
+            cand = self._by_key[key]
+            cand.state = PeerState.FAILED
+            cand.deadline = math.inf
         if not expired:
             return Step()
         return self._advance(now, tuple(expired))
@@ -232,13 +237,10 @@ class Lookup:
     def next_deadline(self) -> float:
         if self._done:
             return math.inf
-        return min(
-            (c.deadline for c in self._by_key.values() if c.state is PeerState.WAITING),
-            default=math.inf,
-        )
+        return min(self._waiting.values(), default=math.inf)
 
     def waiting(self) -> list[bytes]:
-        return [k for k, c in self._by_key.items() if c.state is PeerState.WAITING]
+        return list(self._waiting)
 
     def state_of(self, peer: bytes) -> PeerState | None:
         cand = self._by_key.get(peer)

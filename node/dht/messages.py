@@ -191,13 +191,17 @@ def _check_bytes(value: object, what: str, lo: int, hi: int) -> None:
 
 
 def validate_peer(peer: object, limits: WireLimits) -> None:
-    if not isinstance(peer, PeerInfo):
+    # the hot path of every FIND_NODE answer: plain checks, no helper calls
+    if type(peer) is not PeerInfo:
         raise DhtProtocolError("peer: not a PeerInfo")
-    _check_bytes(peer.public_key, "peer key", PUBLIC_KEY_BYTES, PUBLIC_KEY_BYTES)
-    _check(isinstance(peer.addrs, tuple), "peer addrs: not a tuple")
-    _check(len(peer.addrs) <= limits.addrs_per_peer_max, "peer addrs: too many")
-    for addr in peer.addrs:
-        _check(isinstance(addr, str) and len(addr) <= limits.addr_chars_max, "peer addr: bad")
+    key, addrs = peer.public_key, peer.addrs
+    if type(key) is not bytes or len(key) != PUBLIC_KEY_BYTES:
+        raise DhtProtocolError("peer key: not 32 bytes")
+    if type(addrs) is not tuple or len(addrs) > limits.addrs_per_peer_max:
+        raise DhtProtocolError("peer addrs: not a short tuple")
+    for addr in addrs:
+        if type(addr) is not str or len(addr) > limits.addr_chars_max:
+            raise DhtProtocolError("peer addr: bad")
 
 
 def _validate_peers(peers: object, limits: WireLimits) -> None:

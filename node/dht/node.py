@@ -31,8 +31,7 @@ from __future__ import annotations
 import enum
 import logging
 import math
-import random
-from typing import assert_never
+from typing import TYPE_CHECKING, assert_never
 
 from colonymesh.node.dht.effects import (
     DhtBusy,
@@ -86,6 +85,9 @@ from colonymesh.node.dht.records import (
     record_order,
 )
 from colonymesh.node.dht.routing import RoutingTable
+
+if TYPE_CHECKING:
+    import random
 
 log = logging.getLogger("colonymesh.node.dht")
 

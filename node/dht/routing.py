@@ -27,7 +27,6 @@ outcome with `probe_answered`/`probe_failed` exactly once per probe.
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections.abc import Iterator
 
@@ -60,6 +59,7 @@ class RoutingTable:
     __slots__ = (
         "_buckets",
         "_created",
+        "_next_refresh",
         "failures_max",
         "k",
         "probe_after_s",
@@ -91,6 +91,7 @@ class RoutingTable:
         self.failures_max = failures_max
         self._buckets: dict[int, _Bucket] = {}
         self._created = now
+        self._next_refresh: float | None = None  # cache; never later than the truth
 
     # --- membership -------------------------------------------------------------
 
@@ -119,6 +120,8 @@ class RoutingTable:
                 bucket.probing = None
             return None
         if len(bucket.contacts) < self.k:
+            if not bucket.contacts:
+                self._next_refresh = None  # the range of refreshed buckets may grow
             bucket.replacements.pop(key, None)
             bucket.contacts[key] = _Contact(info, nid, now)
             return None
@@ -241,19 +244,33 @@ class RoutingTable:
         return list(bucket.contacts) if bucket is not None else []
 
     def closest(self, target: int, n: int, exclude: bytes | None = None) -> list[PeerInfo]:
-        """The `n` live-looking contacts closest to `target`, nearest first."""
+        """The `n` live-looking contacts closest to `target`, nearest first.
+
+        Buckets are visited in distance order instead of scanning the whole table:
+        with `i` the bucket `target` falls in, bucket `i` holds the contacts nearer
+        than 2**i, every bucket below `i` holds contacts in [2**i, 2**(i+1)), and each
+        bucket `j > i` holds contacts in [2**j, 2**(j+1))."""
+        if n <= 0:
+            return []
+        t = self.self_id ^ target
+        i = t.bit_length() - 1  # -1: target is our own id
+        buckets = self._buckets
+        groups: list[list[int]] = [[i], [j for j in buckets if j < i]] if i >= 0 else []
+        groups.extend([j] for j in sorted(b for b in buckets if b > i))
         fmax = self.failures_max
-        best = heapq.nsmallest(
-            n,
-            (
-                (c.node_id ^ target, c.info)
-                for b in self._buckets.values()
-                for c in b.contacts.values()
-                if c.failures < fmax and c.info.public_key != exclude
-            ),
-            key=lambda pair: pair[0],
-        )
-        return [info for _, info in best]
+        found: list[tuple[int, PeerInfo]] = []
+        for group in groups:
+            for j in group:
+                bucket = buckets.get(j)
+                if bucket is None:
+                    continue
+                for c in bucket.contacts.values():
+                    if c.failures < fmax and c.info.public_key != exclude:
+                        found.append((c.node_id ^ target, c.info))
+            if len(found) >= n:
+                break
+        found.sort(key=lambda pair: pair[0])
+        return [info for _, info in found[:n]]
 
     # --- refresh ------------------------------------------------------------------
 
@@ -261,10 +278,12 @@ class RoutingTable:
         """A lookup toward `target` ran: its bucket counts as refreshed."""
         if target != self.self_id:
             self._bucket(bucket_index(self.self_id, target), now).last_refreshed = now
+            self._next_refresh = None
 
     def due_refreshes(self, now: float) -> list[int]:
         """Buckets (nearest non-empty outward) untouched for `refresh_interval_s`;
         they are marked refreshed, so each is named once per interval."""
+        self._next_refresh = None
         nonempty = [i for i, b in self._buckets.items() if b.contacts]
         if not nonempty:
             return []
@@ -278,6 +297,11 @@ class RoutingTable:
         return due
 
     def next_refresh_at(self) -> float:
+        if self._next_refresh is None:
+            self._next_refresh = self._compute_next_refresh()
+        return self._next_refresh
+
+    def _compute_next_refresh(self) -> float:
         nonempty = [i for i, b in self._buckets.items() if b.contacts]
         if not nonempty:
             return math.inf
@@ -292,3 +316,4 @@ class RoutingTable:
         """Make buckets `from_index..255` due for refresh at the next tick (after joining)."""
         for index in range(from_index, 256):
             self._bucket(index, self._created).last_refreshed = -math.inf
+        self._next_refresh = None

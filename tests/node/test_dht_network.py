@@ -3,6 +3,8 @@ values and providers end to end, with dead peers and message loss."""
 
 from __future__ import annotations
 
+import heapq
+import math
 import random
 from collections import deque
 
@@ -40,6 +42,9 @@ class Net:
         self.events: dict[bytes, list[Output]] = {}
         self.down: set[bytes] = set()
         self.sent = 0
+        self.timers: list[tuple[float, int, bytes]] = []
+        self.scheduled: dict[bytes, float] = {}
+        self.seq = 0
         self.nodes: dict[bytes, DhtNode] = {}
         for _ in range(n):
             self.add_node()
@@ -56,6 +61,7 @@ class Net:
         )
         self.nodes[key] = node
         self.events[key] = []
+        self.schedule(node)
         return node
 
     def emit(self, src: DhtNode, outputs: list[Output]) -> None:
@@ -67,6 +73,15 @@ class Net:
                 self.queue.append((src.self_info, out.to, out.message))
             else:
                 self.events[src.self_info.public_key].append(out)
+        self.schedule(src)
+
+    def schedule(self, node: DhtNode) -> None:
+        key = node.self_info.public_key
+        due = node.next_deadline()
+        if due < self.scheduled.get(key, math.inf):
+            self.scheduled[key] = due
+            self.seq += 1
+            heapq.heappush(self.timers, (due, self.seq, key))
 
     def run(self, horizon_s: float = 60.0) -> None:
         """Deliver and tick until idle, at most `horizon_s` of virtual time from now."""
@@ -78,24 +93,28 @@ class Net:
                 if node is None or dst.public_key in self.down:
                     continue
                 self.emit(node, node.handle_message(src, msg, self.now))
-            due = min(
-                (n.next_deadline() for k, n in self.nodes.items() if k not in self.down),
-                default=float("inf"),
-            )
-            if due > until:
+            if not self.timers or self.timers[0][0] > until:
                 self.now = max(self.now, until)
                 return
+            due, _, key = heapq.heappop(self.timers)
+            if self.scheduled.get(key) != due:
+                continue  # superseded by an earlier deadline
+            del self.scheduled[key]
             self.now = max(self.now, due)
-            for key, node in self.nodes.items():
-                if key not in self.down and node.next_deadline() <= self.now:
-                    self.emit(node, node.tick(self.now))
+            node = self.nodes[key]
+            if key in self.down:
+                continue
+            if node.next_deadline() <= self.now:
+                self.emit(node, node.tick(self.now))
+            else:
+                self.schedule(node)
 
     def join_all(self, via: bytes) -> None:
         for key, node in self.nodes.items():
             if key != via:
                 _, out = node.bootstrap([PeerInfo(via)], self.now)
                 self.emit(node, out)
-                self.run(30.0)
+                self.run(0.0)  # nobody is down while joining: no timeouts to wait for
 
     def last(self, key: bytes, kind: type) -> list[Output]:
         return [e for e in self.events[key] if isinstance(e, kind)]

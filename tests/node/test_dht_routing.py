@@ -112,13 +112,14 @@ def test_closest_is_brute_force_closest_of_contents(seed: int, n_peers: int, n: 
     table = RoutingTable(SELF, k=4)
     for _ in range(n_peers):
         table.observe(PeerInfo(rng.randbytes(32)), 0.0)
-    target = rng.getrandbits(256)
     stored = [p.public_key for p in table.peers()]
-    expect = sorted(stored, key=lambda k: node_id_of(k) ^ target)[:n]
-    assert [p.public_key for p in table.closest(target, n)] == expect
+    sid = node_id_of(SELF)
+    # random targets, our own id, and targets right next to us
+    for target in (rng.getrandbits(256), sid, sid ^ 1, sid ^ (1 << 200)):
+        expect = sorted(stored, key=lambda k: node_id_of(k) ^ target)[:n]
+        assert [p.public_key for p in table.closest(target, n)] == expect
     # bucket invariant: at most k per bucket, each in its right bucket
     assert all(size <= 4 for size in table.bucket_sizes().values())
-    sid = node_id_of(SELF)
     for index in table.bucket_sizes():
         for key in table.bucket_keys(index):
             assert bucket_index(sid, node_id_of(key)) == index
