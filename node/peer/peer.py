@@ -36,7 +36,7 @@ import trio
 
 from colonymesh.node.certs import Certificate, Membership, Revocation
 from colonymesh.node.envelope import EnvelopeOpener, EnvelopeSealer, OpenerConfig
-from colonymesh.node.errors import ColonymeshError
+from colonymesh.node.errors import ColonymeshError, InputError
 from colonymesh.node.identity import KeyPair, Signer
 from colonymesh.node.messages import Ping, Pong
 from colonymesh.node.peer.connections import ConnectionManager, ConnectionsConfig
@@ -149,7 +149,10 @@ class Peer:
             messenger.on("colony.revocations", peer._receive_revocations)
             for address in config.listen:
                 listen_host, port, _ = multiaddr.parse_tcp_address(address)
-                await host.listen(listen_host, port)
+                try:
+                    await host.listen(listen_host, port)
+                except OSError as error:
+                    raise InputError(f"cannot listen on {address}: {error.strerror}") from None
             for address in config.bootstrap:
                 nursery.start_soon(peer.connections.keep, address)
             log.info("peer %s listening on %s", host.peer_id, " ".join(host.listen_addrs))

@@ -308,3 +308,17 @@ def test_sigterm_stops_every_node_cleanly(lab: Lab, pair: tuple[Node, Node]) -> 
         assert '"node stopped"' in node.log()
     result = run("node", "status", "--state-dir", lab.nodes[0].state)
     assert result.code != 0 and "no node is running" in result.stderr
+
+
+def test_startup_errors_are_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "node.toml"
+    config.write_text('[node]\nkey = "missing.key"\ncolony = "colony"\n')
+    result = run("node", "run", "--config", config, timeout=30)
+    assert result.code == 1 and result.stderr.count("\n") == 1
+    assert "missing.key: no such key file" in result.stderr
+    config.write_text('[node]\nkey = "k"\ncolony = "c"\n[gating]\npeers_max = "many"\n')
+    result = run("node", "run", "--config", config, timeout=30)
+    assert result.code == 1
+    assert f"{config}: [gating] peers_max: expected int" in result.stderr
+    result = run("node", "status", "--state-dir", tmp_path / "nothing")
+    assert result.code == 1 and "no node is running here" in result.stderr
