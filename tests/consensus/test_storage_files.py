@@ -114,12 +114,12 @@ def test_damaged_snapshot_is_an_error(tmp_path: Path) -> None:
         LogStore.open(tmp_path)
 
 
-def test_inspect_reports_damage_without_repairing(
+def test_diagnose_reports_damage_without_repairing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import json
 
-    from colonymesh.consensus.storage.inspect import main
+    from colonymesh.consensus.storage.diagnose import main
     from colonymesh.consensus.types import Entry, EntryKind
 
     with LogStore.open(tmp_path, segment_bytes_max=4096) as s:

@@ -1,6 +1,6 @@
 """Read-only look at a log store directory, for an operator facing a CorruptLogError.
 
-``python -m colonymesh.consensus.storage.inspect DIR [--json]`` lists the
+``python -m colonymesh.consensus.storage.diagnose DIR [--json]`` lists the
 segments (index range, terms, bytes, where the intact records end and why),
 the hard state slots and the snapshot, without modifying anything — unlike
 ``LogStore.open``, which truncates torn tails.
