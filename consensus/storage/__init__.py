@@ -13,6 +13,7 @@ from colonymesh.consensus.storage.errors import (
     LogUnavailableError,
     StorageError,
     StorageUsageError,
+    StoreFailedError,
     StoreLockedError,
 )
 from colonymesh.consensus.storage.store import LogStore, RecoveredState, StoreStatistics
@@ -28,6 +29,7 @@ __all__ = [
     "RecoveredState",
     "StorageError",
     "StorageUsageError",
+    "StoreFailedError",
     "StoreLockedError",
     "StoreStatistics",
 ]

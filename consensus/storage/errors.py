@@ -9,6 +9,8 @@
   The Raft core expects these (send a snapshot instead; wait).
 * :class:`StorageUsageError`: the caller broke the API contract (a gap in
   appended indices, decreasing terms, a stale snapshot, a closed store).
+* :class:`StoreFailedError`: the disk failed a write or an fsync; the store
+  is unusable until reopened (which recovers from what really is on disk).
 """
 
 from __future__ import annotations
@@ -62,6 +64,15 @@ class LogUnavailableError(StorageError):
 
 class StorageUsageError(StorageError, ValueError):
     """The caller broke the store's API contract; nothing was written."""
+
+
+class StoreFailedError(StorageError):
+    """A write or fsync failed; the store refuses all further use until reopened.
+
+    After a failed fsync the kernel may have dropped the dirty pages and a
+    retry can report success for data that never reached the disk, so the
+    only safe course is to stop and recover from what is on disk.
+    """
 
 
 class StoreLockedError(StorageError):

@@ -64,11 +64,12 @@ own thread keeps reading entries to send to followers.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import fcntl
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -78,6 +79,7 @@ from colonymesh.consensus.storage.errors import (
     LogCompactedError,
     LogUnavailableError,
     StorageUsageError,
+    StoreFailedError,
     StoreLockedError,
 )
 from colonymesh.consensus.storage.fsutil import fsync_dir
@@ -163,6 +165,7 @@ class LogStore:
         self._lock = threading.Lock()  # guards the in-memory index; held briefly
         self._write_lock = threading.Lock()  # serialises mutators, held across fsyncs
         self._closed = False
+        self._failure: OSError | None = None
         self._snap_meta: SnapshotMeta | None = None
         self._segments: list[Segment] = []
         self._firsts: list[int] = []  # first index of each segment, for bisect
@@ -364,8 +367,7 @@ class LogStore:
         if not entries:
             return
         validate_batch(entries, self._entry_bytes_max)
-        with self._write_lock:
-            self._check_open()
+        with self._mutation():
             if entries[-1].index <= self._base_index:
                 return  # all covered by the snapshot
             skip = max(0, self._base_index + 1 - entries[0].index)
@@ -449,8 +451,7 @@ class LogStore:
 
     def sync(self) -> LogIndex:
         """Make everything appended and saved so far durable; return the durable last index."""
-        with self._write_lock:
-            self._check_open()
+        with self._mutation():
             target = self._last_index
             if self._fsync:
                 for seg in self._dirty:
@@ -468,8 +469,7 @@ class LogStore:
 
     def save_hard_state(self, state: HardState) -> None:
         """Record the hard state; durable when the next ``sync`` returns."""
-        with self._write_lock:
-            self._check_open()
+        with self._mutation():
             self._hs.save(state)
 
     def _truncate(self, index: int) -> None:
@@ -507,8 +507,7 @@ class LogStore:
         segment first, and a crash part-way is finished on the next open.
         """
         meta = snap.meta
-        with self._write_lock:
-            self._check_open()
+        with self._mutation():
             if meta.index < self._base_index:
                 raise StorageUsageError(
                     f"snapshot at {meta.index} is older than the stored one at {self._base_index}"
@@ -543,8 +542,7 @@ class LogStore:
         gone already; this frees the disk). The newest segment always stays.
         Returns the number of segments deleted.
         """
-        with self._write_lock:
-            self._check_open()
+        with self._mutation():
             if upto_index > self._base_index:
                 raise StorageUsageError(
                     f"cannot compact to {upto_index}, past the snapshot at {self._base_index}"
@@ -607,6 +605,22 @@ class LogStore:
     def _check_open(self) -> None:
         if self._closed:
             raise StorageUsageError("the log store is closed")
+        if self._failure is not None:
+            raise StoreFailedError(
+                f"an earlier write or fsync failed ({self._failure}); reopen the store"
+            )
+
+    @contextlib.contextmanager
+    def _mutation(self) -> Iterator[None]:
+        """Serialise a mutator; an OSError inside it fails the store for good."""
+        with self._write_lock:
+            self._check_open()
+            try:
+                yield
+            except OSError as exc:
+                self._failure = exc
+                log.error("log store %s failed, refusing further use: %s", self._dir, exc)
+                raise StoreFailedError(f"{self._dir}: {exc}; reopen the store") from exc
 
     def _add_segment(self, seg: Segment) -> None:
         self._segments.append(seg)

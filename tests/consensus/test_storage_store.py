@@ -409,3 +409,35 @@ async def test_trio_driver_group_commit(tmp_path: Path) -> None:
     assert stats.syncs < 200  # proposals were grouped into fewer fsyncs
     with LogStore.open(tmp_path) as s:
         assert s.last_index() == 200
+
+
+def test_failed_fsync_fails_the_store_until_reopened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from colonymesh.consensus.storage import StoreFailedError
+
+    s = LogStore.open(tmp_path)
+    s.append(run(1, 6, 1))
+    s.sync()
+    s.append(run(6, 9, 1))
+
+    def eio(fd: int) -> None:
+        raise OSError(errno.EIO, "simulated I/O error")
+
+    monkeypatch.setattr(os, "fdatasync", eio)
+    with pytest.raises(StoreFailedError):
+        s.sync()
+    monkeypatch.undo()
+    # A retry could "succeed" on pages the kernel already dropped: refuse everything.
+    with pytest.raises(StoreFailedError):
+        s.sync()
+    with pytest.raises(StoreFailedError):
+        s.append(run(9, 10, 1))
+    with pytest.raises(StoreFailedError):
+        s.entries(1, 2)
+    s.close()
+    with LogStore.open(tmp_path) as s:  # recovery reads what is really on disk
+        assert s.entries(1, 6) == run(1, 6, 1)
+        assert s.durable_index() == s.last_index() >= 5
