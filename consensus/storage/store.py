@@ -39,6 +39,9 @@ Durability contract (with ``fsync=True``):
   process may have left unsynced writes in the page cache only; a restarted
   node will vouch for them), so after ``open()``, ``durable_index() ==
   last_index()``.
+* A failed write or fsync raises :class:`StoreFailedError` and the store
+  refuses all further use: retrying an fsync after the kernel dropped the
+  dirty pages can falsely succeed. Reopening recovers from the disk.
 * With ``fsync=False`` (tests, benchmarks of the upper layers) nothing is
   ever fsynced and a machine crash may lose anything; a process crash still
   loses nothing written, as the page cache survives it.
