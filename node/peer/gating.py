@@ -17,6 +17,9 @@ starts (so a revoked member redialling in a loop costs one handshake each).
 
 Invariants:
 
+* an unadmitted connection may negotiate only the membership protocol (and
+  identify/ping if strangers are allowed): the host's stream filter answers
+  ``na`` to the rest (:meth:`Gatekeeper.stream_filter`);
 * a colony stream handler (wrapped by :meth:`Gatekeeper.guard`) runs only
   on an admitted connection; a stream arriving while the presentation is in
   flight waits for the verdict, one arriving before any presentation is
@@ -74,6 +77,7 @@ PROTOCOL_ID = "/colonymesh/membership/1.0.0"
 PRESENTATION_BYTES_MAX = 32 * 1024
 _REVOKED_KEYS_MAX = 4096
 _REVOKED_KEY_HOLD_S = 60.0
+_LIBP2P_PROTOCOLS = (identify.PROTOCOL_ID, ping.PROTOCOL_ID)
 _PRESENT_KIND = kind_of(PresentCertificate(b""))
 _NETWORK_ERRORS = (
     TransportError,
@@ -233,7 +237,7 @@ class Gatekeeper:
         host.set_stream_handler(PROTOCOL_ID, self._serve_presentation)
         # The host serves identify and ping itself; wrap them so strangers get
         # them only when the node allows it. (The host has no public getter.)
-        for protocol in (identify.PROTOCOL_ID, ping.PROTOCOL_ID):
+        for protocol in _LIBP2P_PROTOCOLS:
             original = host._handler_for(protocol)
             if original is not None:
                 host.set_stream_handler(protocol, self._guard_libp2p(original))
@@ -440,6 +444,27 @@ class Gatekeeper:
             await handler(stream)
 
         return guarded
+
+    def stream_filter(self, connection: Connection, protocol: str) -> bool:
+        """The host's stream filter: which of our protocols ``connection`` may negotiate now.
+
+        Unadmitted: the membership protocol only (and identify/ping when
+        strangers are allowed), so a stranger cannot even learn which colony
+        protocols we speak. While the presentation is in flight everything is
+        offered and the guard makes the stream wait for the verdict (the
+        listener may open a stream the moment it has admitted us, before our
+        side has judged its answer).
+        """
+        admission = self._admissions.get(connection)
+        if admission is not None and admission.certificate is not None:
+            return True
+        if admission is not None and admission.refused is not None:
+            return False
+        if protocol == PROTOCOL_ID:
+            return True
+        if protocol in _LIBP2P_PROTOCOLS and self.config.allow_strangers_identify_ping:
+            return True
+        return admission is not None and admission.started
 
     def _guard_libp2p(self, handler: StreamHandler) -> StreamHandler:
         guarded = self.guard(handler)

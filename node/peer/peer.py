@@ -135,7 +135,12 @@ class Peer:
         )
         messenger = Messenger(sealer, opener, config.clock, config.messaging)
         async with (
-            Host.open(config.keys, config=config.transport, gate=gatekeeper.gate) as host,
+            Host.open(
+                config.keys,
+                config=config.transport,
+                gate=gatekeeper.gate,
+                stream_filter=gatekeeper.stream_filter,
+            ) as host,
             trio.open_nursery() as nursery,
         ):
             peer = cls(config, host, nursery, gatekeeper, messenger)

@@ -23,6 +23,7 @@ from colonymesh.node.peer.messaging import (
     MessagingConfig,
 )
 from colonymesh.node.peer.peer import Peer
+from colonymesh.node.transport.errors import NegotiationFailed
 from colonymesh.node.transport.varint import encode_uvarint
 from support.colony import ColonyFixture
 
@@ -44,6 +45,11 @@ async def test_request_answer_and_one_way(lab: ColonyFixture) -> None:
         b.on("test.note", on_note)
         assert await a.connect(b.listen_addrs[0]) == b.peer_id
         assert a.connected_peers() == [b.peer_id]
+        # b identifies a the moment it admits it, while a may still be judging b's
+        # answer: the stream waits for a's verdict instead of being refused.
+        with trio.fail_after(5):
+            while b.connections.addresses.addresses(a.peer_id) != a.listen_addrs:
+                await trio.sleep(0.01)
         assert await a.request(b.peer_id, Echo("hi"), timeout=5) == Echo("echo:hi")
         rtt = await a.ping(b.peer_id, timeout=5)
         assert 0 < rtt < 5
@@ -189,21 +195,37 @@ async def test_bad_envelopes_close_the_connection_and_are_counted(
         assert b.connected_peers() == [a.peer_id]
 
 
-async def test_colony_streams_before_presentation_are_reset(lab: ColonyFixture) -> None:
+async def test_colony_protocols_are_not_offered_before_presentation(lab: ColonyFixture) -> None:
+    from colonymesh.node.peer.gating import PROTOCOL_ID as MEMBERSHIP
+    from colonymesh.node.peer.gating import GatingConfig
     from colonymesh.node.transport.host import Host
 
-    async with Peer.open(member_config(lab, 1)) as b, Host.open(lab.members[0].keys) as raw:
+    gating = GatingConfig(
+        presentation_timeout_s=1.0, allow_strangers_identify_ping=True, strangers_grace_s=1.0
+    )
+    async with (
+        Peer.open(member_config(lab, 1, gating=gating)) as b,
+        Host.open(lab.members[0].keys) as raw,
+    ):
         connection = await raw.dial_addr(b.listen_addrs[0])
-        with pytest.raises(trio.BrokenResourceError):  # at negotiation or at the first read
-            stream = await connection.open_stream([REQUEST_PROTOCOL])
-            await stream.send_all(b"x")
-            await stream.receive_some()
-            await stream.send_all(b"x")
-        assert b.statistics()["gating"]["streams_refused"] == 1
-        # Without a presentation the connection is cut after the timeout.
+        with pytest.raises(NegotiationFailed):
+            await connection.open_stream([REQUEST_PROTOCOL])
+        with pytest.raises(NegotiationFailed):
+            await connection.open_stream([SEND_PROTOCOL])
+        # identify (allowed to strangers here) lists only what a stranger may open.
+        info = await raw.identify(connection)
+        assert REQUEST_PROTOCOL not in info.protocols and MEMBERSHIP in info.protocols
+        # Without a presentation the connection is cut after the grace period.
         with trio.fail_after(5):
             await connection.wait_closed()
         assert b.statistics()["gating"]["refused"]["no_certificate"] == 1
+        # An admitted peer is offered everything.
+        async with Peer.open(member_config(lab, 0)) as a:
+            await a.connect(b.listen_addrs[0])
+            admitted = a.connections.connection_to(b.peer_id)
+            assert admitted is not None
+            info = await a.host.identify(admitted)
+            assert REQUEST_PROTOCOL in info.protocols and SEND_PROTOCOL in info.protocols
 
 
 async def test_send_to_unknown_peer_is_unreachable(lab: ColonyFixture) -> None:
