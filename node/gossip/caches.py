@@ -94,9 +94,10 @@ class MessageCache:
     def get(self, msg_id: bytes) -> GossipMessage | None:
         return self._by_id.get(msg_id)
 
-    def gossip_ids(self, topic: str) -> list[bytes]:
+    def gossip_ids(self, topic: str, windows: int | None = None) -> list[bytes]:
+        """Ids of `topic` in the newest `windows` (default `gossip_windows`) windows."""
         out: list[bytes] = []
-        for i in range(self.gossip_windows):
+        for i in range(self.gossip_windows if windows is None else windows):
             for msg_id in self._windows[i]:
                 msg = self._by_id.get(msg_id)
                 if msg is not None and msg.topic == topic:

@@ -23,6 +23,10 @@ class GossipConfig:
     d_hi: int = 12
     d_lazy: int = 6
     gossip_factor: float = 0.25
+    # beyond gossipsub: IHAVE to mesh peers too, with the newest window's ids (0: off);
+    # repairs a node all of whose eager pushes were lost, which plain gossipsub never
+    # does when every one of its peers has it in their mesh
+    mesh_ihave_windows: int = 1
     heartbeat_s: float = 1.0
     fanout_ttl_s: float = 60.0
     prune_backoff_s: float = 60.0
@@ -32,7 +36,7 @@ class GossipConfig:
     mcache_gossip_windows: int = 3
     seen_ttl_s: float = 120.0
     seen_max: int = 20_000
-    iwant_followup_s: float = 3.0  # do not ask for the same id again within this
+    iwant_followup_s: float = 0.5  # ask for an id again (another peer) after this
     # rate limits (per peer, full messages received) and own publishing
     peer_msgs_per_s: float = 100.0
     peer_msgs_burst: float = 200.0

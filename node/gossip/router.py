@@ -13,6 +13,12 @@ How it works.
   send IHAVE with the ids of the last `mcache_gossip_windows` heartbeats to
   `max(d_lazy, gossip_factor * others)` non-mesh topic peers; a peer missing one of
   them answers IWANT and gets the full message (lazy repair of lost pushes).
+  Beyond gossipsub, mesh peers also get an IHAVE of the newest window's ids
+  (`mesh_ihave_windows`, not those we got from that peer): a node whose every
+  peer has it in their mesh would otherwise never be repaired when all its
+  eager pushes are lost (measured: 300 peers, degree 8, 25% loss: 2 of 6 runs
+  left one peer out without it). An IWANT is not repeated for `iwant_followup_s`,
+  then the next IHAVE (from any peer) asks again.
 - Validation: a message is accepted only if its publisher is a colony member
   (injected `is_member`) and its signature verifies (injected `verify`); an invalid
   one is never marked seen (so it cannot shadow the real message) and its sender is
@@ -56,8 +62,8 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from colonymesh.node.gossip.caches import MessageCache, SeenCache, SeenEntry, TokenBucket
 from colonymesh.node.gossip.effects import (
@@ -89,6 +95,9 @@ from colonymesh.node.gossip.messages import (
     message_signing_bytes,
     validate_message,
 )
+
+if TYPE_CHECKING:
+    import random
 
 log = logging.getLogger("colonymesh.node.gossip")
 
@@ -589,6 +598,28 @@ class GossipRouter:
             ]
             n = min(len(candidates), max(cfg.d_lazy, int(cfg.gossip_factor * len(candidates))))
             for p in self._rng.sample(candidates, n):
+                out.append(SendMessage(p, IHave(topic, tuple(ids))))
+            if cfg.mesh_ihave_windows and exclude:
+                self._emit_mesh_gossip(topic, exclude, now, out)
+
+    def _emit_mesh_gossip(
+        self, topic: str, mesh: dict[bytes, None], now: float, out: list[Output]
+    ) -> None:
+        recent = self._mcache.gossip_ids(topic, self.config.mesh_ihave_windows)
+        if not recent:
+            return
+        parents = {}
+        for msg_id in recent:
+            entry = self._seen.get(msg_id, now)
+            parents[msg_id] = entry.parent if entry is not None else None
+        cap = self.config.wire.ids_per_message_max
+        for p in mesh:
+            peer = self._peers.get(p)
+            if peer is None or peer.throttled_until > now:
+                continue
+            # not to the peer we got it from: it has it
+            ids = [i for i in recent if parents[i] != p][-cap:]
+            if ids:
                 out.append(SendMessage(p, IHave(topic, tuple(ids))))
 
     def _emit_deferred(self, now: float, out: list[Output]) -> None:

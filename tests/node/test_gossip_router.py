@@ -179,7 +179,7 @@ def test_ihave_beyond_budget_is_pushed_back_not_ignored() -> None:
     assert want.message == IWant(ids[:2])
     assert back.message == Throttle(3.0, ids[2:])  # wait for min(3 ids, burst 2)... capped
     # ids already asked for are not asked again within iwant_followup_s
-    out = a.handle_message(PK["b"], IHave(T, ids[:2]), 0.5)
+    out = a.handle_message(PK["b"], IHave(T, ids[:2]), 0.2)
     assert sends(out, IWant) == []
 
 
