@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 from collections.abc import Awaitable, Callable, Sequence
 
 import trio
@@ -86,6 +87,8 @@ class Connection:
         self._protocols = protocols
         self._handler_for = handler_for
         self._streams: dict[int, MuxedStream] = {}
+        # trio sets TCP_NODELAY already; say so explicitly, latency depends on it.
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._fd = raw.socket.fileno()
         self._fd_open = True
         self._flushing = False

@@ -323,3 +323,13 @@ async def test_stream_filter_offers_protocols_per_connection() -> None:
         stream = await connection.open_stream([ECHO])
         await stream.send_all(b"in")
         assert await stream.receive_exactly(2) == b"in"
+
+
+async def test_no_nagle_on_either_side() -> None:
+    import socket
+
+    async with two_hosts() as (client, server, port):
+        connection = await client.dial("127.0.0.1", port)
+        await trio.sleep(0.05)
+        for conn in [connection, *server.connections]:
+            assert conn._raw.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
