@@ -83,6 +83,7 @@ from colonymesh.consensus.messages import (
     validate_message,
 )
 from colonymesh.consensus.ready import ReadState, Ready
+from colonymesh.consensus.snapshot import SnapshotReceiver
 from colonymesh.consensus.status import ProposalResult, Role, Status
 from colonymesh.consensus.types import (
     ConfState,
@@ -163,7 +164,7 @@ class RaftNode:
         self._read_states: list[ReadState] = []
         self._election_deadline = math.inf
         self._leader_contact = -math.inf
-        self._snap_recv: tuple[SnapshotMeta, bytearray] | None = None
+        self._snap_recv = SnapshotReceiver(config.snapshot_bytes_max)
         self._pending_snapshot: Snapshot | None = None
         self._pending_restore = False
         self._handed_hs = handed_hs
@@ -610,28 +611,15 @@ class RaftNode:
     def _handle_snapshot_chunk(self, msg: InstallSnapshot) -> None:
         meta = msg.meta
         if meta.index <= self.log.committed:
-            self._snap_recv = None
+            # We already hold (and have committed) everything it covers.
+            self._snap_recv.reset()
             self._send(InstallSnapshotResponse(self.id, msg.src, self.term, meta.index, 0, True))
             return
-        if msg.offset == 0:
-            self._snap_recv = (meta, bytearray())
-        recv = self._snap_recv
-        if recv is None or recv[0] != meta or msg.offset != len(recv[1]):
-            want = len(recv[1]) if recv is not None and recv[0] == meta else 0
-            self._send(
-                InstallSnapshotResponse(self.id, msg.src, self.term, meta.index, want, False)
-            )
-            return
-        buf = recv[1]
-        if len(buf) + len(msg.data) > self.config.snapshot_bytes_max:
-            self._snap_recv = None
-            raise RaftProtocolError(f"snapshot from {msg.src} exceeds snapshot_bytes_max")
-        buf += msg.data
-        if msg.done:
-            self._snap_recv = None
-            self._restore(Snapshot(meta, bytes(buf)))
+        want, snap = self._snap_recv.receive(msg)
+        if snap is not None:
+            self._restore(snap)
         self._send(
-            InstallSnapshotResponse(self.id, msg.src, self.term, meta.index, len(buf), msg.done)
+            InstallSnapshotResponse(self.id, msg.src, self.term, meta.index, want, snap is not None)
         )
 
     def _restore(self, snap: Snapshot) -> None:

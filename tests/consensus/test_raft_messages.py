@@ -215,6 +215,8 @@ CORE_MODULES = [
     "progress.py",
     "raft.py",
     "readonly.py",
+    "snapshot.py",
+    "status.py",
     "ready.py",
 ]
 FORBIDDEN = {"trio", "socket", "time", "random", "os", "threading", "asyncio", "select"}
