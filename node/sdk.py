@@ -48,6 +48,7 @@ from colonymesh.node.peer.peer import Peer, PeerConfig
 
 T = TypeVar("T")
 FINAL_STATES = ("success", "failed", "cancelled")
+SETTLE_S = 1.0  # after the first server is admitted, how long to wait for the other bootstrap peers
 
 
 @dataclass
@@ -129,20 +130,26 @@ def _load(
     return keys, cert, membership
 
 
-async def _find_servers(peer: Peer, timeout_s: float) -> list[str]:
+def _admitted_servers(peer: Peer) -> list[str]:
+    return sorted(
+        {
+            connection.remote_peer_id
+            for connection in peer.gatekeeper.admitted_connections()
+            if (cert := peer.gatekeeper.certificate_of(connection)) is not None
+            and cert.has_role(Role.SERVER)
+        }
+    )
+
+
+async def _find_servers(peer: Peer, expected: int, timeout_s: float) -> list[str]:
+    """Server peers among the admitted connections; after the first, wait briefly for the rest."""
     with trio.move_on_after(timeout_s):
-        while True:
-            servers = sorted(
-                {
-                    connection.remote_peer_id
-                    for connection in peer.gatekeeper.admitted_connections()
-                    if (cert := peer.gatekeeper.certificate_of(connection)) is not None
-                    and cert.has_role(Role.SERVER)
-                }
-            )
-            if servers:
-                return servers
-            await trio.sleep(0.05)
+        while not _admitted_servers(peer):
+            await trio.sleep(0.02)
+        with trio.move_on_after(SETTLE_S):
+            while len(_admitted_servers(peer)) < expected:
+                await trio.sleep(0.02)
+        return _admitted_servers(peer)
     raise ColonyUnavailable(f"no server peer among the bootstrap peers after {timeout_s:g} s")
 
 
@@ -161,7 +168,7 @@ async def connect(
     keys, cert, membership = _load(key, certificate, colony)
     config = PeerConfig(keys, membership, cert, listen=tuple(listen), bootstrap=tuple(bootstrap))
     async with Peer.open(config) as peer:
-        found = list(servers) or await _find_servers(peer, timeout_s)
+        found = list(servers) or await _find_servers(peer, len(bootstrap), timeout_s)
         client = ColonyClient(peer, found, timeout_s=timeout_s)
         await client.admit_self()
         yield ColonySession(peer, client)

@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Sequence
 
 from colonymesh import __version__
-from colonymesh.node.cli import colony, demo, fs, keys, node
+from colonymesh.node.cli import colony, demo, dev, fs, keys, node, work
 from colonymesh.node.errors import ColonymeshError
 
 EXIT_ERROR = 1
@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     colony.register(commands)
     demo.register(commands)
     fs.register(commands)
+    dev.register(commands)
+    work.register(commands)
     node.register(commands)
     return parser
 

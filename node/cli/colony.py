@@ -85,6 +85,13 @@ def register(commands: Any) -> None:
     add_json_flag(revoke_parser)
     revoke_parser.set_defaults(handler=_revoke)
 
+    status = sub.add_parser(
+        "status", help="a running colony: servers and leader, executors, counts"
+    )
+    from colonymesh.node.cli.work import register_status
+
+    register_status(status)
+
     show = sub.add_parser("show", help="inspect a colony folder or certificate, and verify it")
     show.add_argument("path", type=Path, help="colony folder, colony.cbor or a .cert file")
     show.add_argument("--colony", type=Path, help="colony folder to verify against")

@@ -89,9 +89,12 @@ class ColonyClient:
                 last_error = f"{server[-8:]} answered {type(answer).__name__}"
                 continue
             if answer.not_leader:
-                self._leader = answer.leader_hint or None
-                if answer.leader_hint and answer.leader_hint in self.servers:
-                    candidates.insert(0, answer.leader_hint)
+                hint = answer.leader_hint
+                self._leader = hint or None
+                if hint:
+                    if hint not in self.servers:  # a server we had not met: learn it
+                        self.servers.append(hint)
+                    candidates.insert(0, hint)
                 continue
             self._leader = server
             return answer
