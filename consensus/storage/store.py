@@ -79,6 +79,7 @@ from types import TracebackType
 
 from colonymesh.consensus.storage.batch import validate_batch
 from colonymesh.consensus.storage.errors import (
+    CorruptHardStateError,
     LogCompactedError,
     LogUnavailableError,
     StorageUsageError,
@@ -96,7 +97,7 @@ from colonymesh.consensus.storage.recovery import (
     discard_segments,
     recover_log,
 )
-from colonymesh.consensus.storage.segments import Segment
+from colonymesh.consensus.storage.segments import Segment, parse_segment_name
 from colonymesh.consensus.storage.snapshots import load_snapshot_file, save_snapshot_file
 from colonymesh.consensus.storage.terms import TermRuns
 from colonymesh.consensus.types import (
@@ -116,6 +117,21 @@ ENTRY_BYTES_MAX_DEFAULT = 64 * 1024 * 1024
 HARD_STATE_FILE = "hardstate"
 SNAPSHOT_FILE = "snapshot"
 LOCK_FILE = "LOCK"
+
+
+def _check_hard_state_present(directory: Path) -> None:
+    """A log without its hard state would forget its vote: refuse, never start afresh.
+
+    ``open`` creates the hard state (durably) before anything else, so a
+    missing file next to segments or a snapshot means it was lost.
+    """
+    if (directory / HARD_STATE_FILE).exists():
+        return
+    others = [n for n in os.listdir(directory) if n == SNAPSHOT_FILE or parse_segment_name(n)]
+    if others:
+        raise CorruptHardStateError(
+            directory / HARD_STATE_FILE, 0, f"missing, but {sorted(others)[0]} exists"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +227,7 @@ class LogStore:
         try:
             for leftover in (HARD_STATE_FILE + ".tmp", SNAPSHOT_FILE + ".tmp"):
                 (path / leftover).unlink(missing_ok=True)
+            _check_hard_state_present(path)
             hs = HardStateFile.open(path / HARD_STATE_FILE, fsync=fsync)
             store = cls(
                 path,

@@ -140,3 +140,10 @@ def test_diagnose_reports_damage_without_repairing(
         LogStore.open(tmp_path)
     assert (err.value.path, err.value.offset) == (seg, 364)
     assert main([str(tmp_path / "nope")]) == 2
+
+
+def test_missing_hard_state_next_to_a_log_is_an_error(tmp_path: Path) -> None:
+    LogStore.open(tmp_path).close()
+    os.unlink(tmp_path / "hardstate")
+    with pytest.raises(CorruptHardStateError, match="missing"):
+        LogStore.open(tmp_path)  # starting afresh would forget the vote
