@@ -208,6 +208,9 @@ def parse_config(path: Path, text: str) -> NodeConfig:
                 "handler_timeout_s", float, messaging_defaults.handler_timeout_s
             ),
         ),
+        connections=ConnectionsConfig(
+            peers_max=gating.positive("peers_max", int, defaults.peers_max)
+        ),
         control=address,
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 
+import pytest
 import trio
 from peerkit import Echo, member_config
 
@@ -60,3 +61,24 @@ async def test_bootstrap_redials_with_backoff_until_the_peer_appears(lab: Colony
             with trio.fail_after(5):
                 while a.connected_peers() != [b_id]:
                     await trio.sleep(0.02)
+
+
+@pytest.mark.slow
+async def test_connection_churn_leaves_nothing_behind(lab: ColonyFixture) -> None:
+    async def echo(incoming: Incoming) -> Echo:
+        return Echo(incoming.body.text)
+
+    async with Peer.open(member_config(lab, 1)) as hub:
+        hub.on("test.echo", echo)
+        for round_number in range(60):
+            async with Peer.open(member_config(lab, round_number % 2 * 2)) as visitor:
+                await visitor.connect(hub.listen_addrs[0], timeout=5)
+                answer = await visitor.request(hub.peer_id, Echo(str(round_number)), timeout=5)
+                assert answer == Echo(str(round_number))
+        with trio.fail_after(5):
+            while hub.host.connections or hub.gatekeeper._admissions:
+                await trio.sleep(0.05)
+        stats = hub.statistics()
+        assert stats["gating"]["admitted_total"] == 60
+        assert stats["messaging"]["requests_received"] == 60
+        assert not any(stats["gating"]["refused"].values())
