@@ -40,7 +40,7 @@ from colonymesh.node.colonyfiles import (
     write_revocations,
 )
 from colonymesh.node.config import control_address_of
-from colonymesh.node.control import call
+from colonymesh.node.control import ControlError, call
 from colonymesh.node.identity import KeyPair, write_key_file
 from support.cli import COMMAND, run
 
@@ -322,3 +322,41 @@ def test_startup_errors_are_one_line(tmp_path: Path) -> None:
     assert f"{config}: [gating] peers_max: expected int" in result.stderr
     result = run("node", "status", "--state-dir", tmp_path / "nothing")
     assert result.code == 1 and "no node is running here" in result.stderr
+
+
+def test_restart_after_sigkill_reclaims_the_stale_control_socket(tmp_path: Path) -> None:
+    owner = KeyPair.generate()
+    colony = create_colony(owner, "lab", int(time.time()) - 3600)
+    lab = Lab(tmp_path, owner, encode_record(colony), [])
+    (tmp_path / "colony").mkdir()
+    (tmp_path / "colony" / COLONY_FILE).write_bytes(lab.colony_bytes)
+    keys = KeyPair.generate()
+    node = lab.start("n", certificate=lab.certify(keys, "n", 1), keys=keys)
+    try:
+        _ready(node)
+        node.process.kill()
+        node.process.wait()
+        assert (node.state / "control.sock").exists()  # left behind by the killed node
+        restarted = subprocess.Popen(
+            [*COMMAND, "node", "run", "--config", str(node.folder / "node.toml")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+        )
+        node.process = restarted
+        _wait_for("the restarted node answers", lambda: _answers(node), STARTUP_S)
+        assert node.status()["peer_id"] == keys.peer_id
+        restarted.send_signal(signal.SIGTERM)
+        assert restarted.wait(timeout=20) == 0
+    finally:
+        if node.process.poll() is None:
+            node.process.kill()
+            node.process.wait()
+
+
+def _answers(node: Node) -> bool:
+    try:
+        node.status()
+    except ControlError:
+        return False
+    return True
