@@ -179,9 +179,11 @@ class RoutingTable:
         if found is None:
             return
         bucket, contact = found
+        if bucket.probing != key:
+            return  # it was heard from meanwhile (observe ended the probe): keep it
         if contact is not None:
             self._evict(bucket, key)
-        elif bucket.probing == key:
+        else:
             bucket.probing = None
 
     def cancel_probe(self, key: bytes) -> None:

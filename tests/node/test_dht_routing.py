@@ -189,3 +189,14 @@ def test_node_evicts_lrs_when_ping_times_out() -> None:
     node.handle_message(PeerInfo(keys[0]), Pong(12345), 7.0)
     assert keys[0] not in node.table
     assert node.table.replacement_keys(255) == [keys[0]]
+
+
+def test_a_probe_timeout_does_not_evict_a_contact_heard_from_meanwhile() -> None:
+    node = _node(SELF, k=2, probe_after_s=0.0, request_timeout_s=5.0)
+    keys = keys_in_bucket(SELF, 255, 3)
+    for key in keys[:2]:
+        node.handle_message(PeerInfo(key), Ping(1), 0.0)
+    node.handle_message(PeerInfo(keys[2]), Ping(2), 1.0)  # probe of keys[0] starts
+    node.handle_message(PeerInfo(keys[0]), Ping(3), 2.0)  # keys[0] talks: alive
+    node.tick(6.0)  # the ping itself was lost and times out
+    assert keys[0] in node.table
