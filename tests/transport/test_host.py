@@ -333,3 +333,14 @@ async def test_no_nagle_on_either_side() -> None:
         await trio.sleep(0.05)
         for conn in [connection, *server.connections]:
             assert conn._raw.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+
+
+async def test_connection_cap_refuses_extra_inbound_connections() -> None:
+    async with two_hosts(connections_max=1) as (client, server, port):
+        first = await client.dial("127.0.0.1", port)
+        with pytest.raises((trio.BrokenResourceError, noise.HandshakeFailed, OSError)):
+            await client.dial("127.0.0.1", port)
+        assert server.stats.over_capacity == 1
+        stream = await first.open_stream([ECHO])  # the admitted one is unaffected
+        await stream.send_all(b"ok")
+        assert await stream.receive_exactly(2) == b"ok"
