@@ -90,6 +90,8 @@ class ControlServer:
                 reply = await self._handle(request)
                 await _send(socket, json.dumps(reply).encode())
         finally:
+            # trio may still have the descriptor registered; tell it before zmq closes it.
+            trio.lowlevel.notify_closing(_int_option(socket, zmq.FD))
             socket.close(linger=0)
             context.term()
             if path is not None:
