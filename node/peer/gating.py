@@ -156,6 +156,10 @@ def judge_presentation(
         raise Refused(RefusalCause.NO_CERTIFICATE, "presented no certificate")
     try:
         certificate = decode_record(Certificate, present.certificate)
+        if certificate.member_key != remote_key:  # someone else's certificate, whatever its state
+            raise Refused(
+                RefusalCause.KEY_MISMATCH, "certificate names another key than the Noise one"
+            )
         membership.check(certificate, now)
     except ForeignColony as error:
         raise Refused(RefusalCause.FOREIGN_COLONY, str(error)) from None
@@ -165,8 +169,6 @@ def judge_presentation(
         raise Refused(RefusalCause.EXPIRED, str(error)) from None
     except CertificateInvalid as error:
         raise Refused(RefusalCause.INVALID_CERTIFICATE, str(error)) from None
-    if certificate.member_key != remote_key:
-        raise Refused(RefusalCause.KEY_MISMATCH, "certificate names another key than the Noise one")
     membership.admit(certificate, now)
     try:
         envelope = opener.open(frame, now)
@@ -246,8 +248,8 @@ class Gatekeeper:
     async def gate(self, peer: SecuredPeer) -> bool:
         """The transport's gate hook: a key just refused as revoked stops at the handshake.
 
-        Only for ``revoked_key_hold_s``: the owner may re-admit the same key
-        with a new certificate, which must then be heard.
+        Only for a minute (``_REVOKED_KEY_HOLD_S``): the owner may re-admit the
+        same key with a new certificate, which must then be heard.
         """
         self.wake()
         refused_at = self._revoked_keys.get(peer.public_key)
