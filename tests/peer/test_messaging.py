@@ -10,6 +10,7 @@ from colonymesh.node.envelope import EnvelopeSealer
 from colonymesh.node.identity import KeyPair, Signer
 from colonymesh.node.messages import Ping
 from colonymesh.node.peer.errors import (
+    BadResponse,
     MessagingError,
     PeerUnreachable,
     RemoteError,
@@ -232,3 +233,25 @@ async def test_send_to_unknown_peer_is_unreachable(lab: ColonyFixture) -> None:
     async with Peer.open(member_config(lab, 0)) as a:
         with pytest.raises(PeerUnreachable):
             await a.send(KeyPair.generate().peer_id, Note("x"), timeout=1)
+
+
+@pytest.mark.parametrize(
+    ("answer", "cause"),
+    [(b"\x00\xff not an envelope", "MalformedFrame"), (b"\x07", "response_frame")],
+)
+async def test_a_bad_answer_is_a_typed_error_and_costs_the_connection(
+    lab: ColonyFixture, answer: bytes, cause: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with Peer.open(member_config(lab, 0)) as a, Peer.open(member_config(lab, 1)) as b:
+
+        async def broken_dispatch(incoming: Incoming) -> bytes:
+            return answer
+
+        monkeypatch.setattr(b.messenger, "_dispatch", broken_dispatch)
+        await a.connect(b.listen_addrs[0])
+        with pytest.raises(BadResponse):
+            await a.request(b.peer_id, Echo("x"), timeout=5)
+        assert a.statistics()["messaging"]["refused"] == {cause: 1}
+        with trio.fail_after(5):
+            while a.connected_peers():
+                await trio.sleep(0.02)
