@@ -11,6 +11,7 @@ machines would.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -306,6 +307,8 @@ def test_sigterm_stops_every_node_cleanly(lab: Lab, pair: tuple[Node, Node]) -> 
         assert node.process.wait(timeout=20) == 0, node.log()
         assert not (node.state / "control.sock").exists()
         assert '"node stopped"' in node.log()
+        records = [json.loads(line) for line in node.log().splitlines()]  # all structured
+        assert {"ts", "level", "logger", "message"} <= set(records[0])
     result = run("node", "status", "--state-dir", lab.nodes[0].state)
     assert result.code != 0 and "no node is running" in result.stderr
 
