@@ -209,7 +209,12 @@ class ConnectionManager:
         raise PeerUnreachable(f"cannot reach {peer_id}: {'; '.join(errors)}")
 
     async def connect_addr(self, address: str, deadline: float) -> Connection:
-        """Dial a multiaddr (with or without ``/p2p/ID``) and run the membership exchange."""
+        """Dial a multiaddr and run the membership exchange; with ``/p2p/ID``, reuse one we have."""
+        _, _, named = multiaddr.parse_tcp_address(address)
+        existing = self.connection_to(named) if named is not None else None
+        if existing is not None:
+            self.counters["reused"] += 1
+            return existing
         return await self._dial(address, deadline)
 
     async def _dial(self, address: str, deadline: float) -> Connection:

@@ -61,6 +61,8 @@ async def test_request_answer_and_one_way(lab: ColonyFixture) -> None:
         # b answers over the same connection (reused, not redialled).
         assert await b.request(a.peer_id, Ping(b"\x01" * 16), timeout=5) is not None
         assert b.connections.counters["dials"] == 0
+        assert await a.connect(f"{b.listen_addrs[0]}/p2p/{b.peer_id}") == b.peer_id
+        assert a.connections.counters["dials"] == 1  # named and connected: reused
         stats_a, stats_b = a.statistics(), b.statistics()
         assert stats_a["messaging"]["requests_answered"] == 2
         assert stats_b["messaging"]["messages_received"] == 1
