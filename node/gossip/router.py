@@ -53,7 +53,8 @@ randomness comes from the injected `random.Random`, so a run is a function of it
 inputs.
 
 Contract for the driver: call `peer_connected` when an authenticated member's
-connection opens and `peer_disconnected` when it closes; deliver every
+connection opens and `peer_disconnected` when it closes (messages from a peer
+that is not connected are ignored); deliver every
 `SendMessage` (or lose it); call `handle_message` for every gossip message and
 `tick(now)` no later than `next_deadline()`. `now` never goes backwards.
 """
@@ -271,11 +272,13 @@ class GossipRouter:
             return [PeerMisbehaved(from_peer, str(exc))]
         if from_peer == self.self_key:
             return []
-        out: list[Output] = []
         peer = self._peers.get(from_peer)
         if peer is None:
-            out.extend(self.peer_connected(from_peer, now))
-            peer = self._peers[from_peer]
+            # not connected (or a message still in flight when it disconnected): taking
+            # it would re-create state for a peer nobody will ever disconnect again
+            log.debug("gossip: message from unconnected peer %s ignored", from_peer.hex()[:16])
+            return []
+        out: list[Output] = []
         match msg:
             case Publish(message=inner):
                 self._on_publish(from_peer, peer, inner, now, out)
@@ -293,8 +296,9 @@ class GossipRouter:
             case Graft(topic=topic):
                 self._on_graft(from_peer, peer, topic, now, out)
             case Prune(topic=topic, backoff_s=backoff):
-                self._mesh.get(topic, {}).pop(from_peer, None)
-                self._backoff[(topic, from_peer)] = now + max(backoff, 1.0)
+                if topic in self._subs:  # only topics we hold a mesh for: bounded
+                    self._mesh.get(topic, {}).pop(from_peer, None)
+                    self._backoff[(topic, from_peer)] = now + max(backoff, 1.0)
             case Subscriptions(subscribe=sub, unsubscribe=unsub):
                 self._on_subscriptions(from_peer, peer, sub, unsub)
             case Throttle(retry_after_s=retry, msg_ids=ids):

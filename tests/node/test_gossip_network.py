@@ -252,6 +252,8 @@ def test_gossip_to_a_thousand_peers_with_loss() -> None:
     net.run_until(start + 20.0)
     times = net.deliveries(msg_id)
     assert len(times) == n - 1
-    assert coverage_time(times, start, n - 1, 0.99) < 5.0
+    t99 = coverage_time(times, start, n - 1, 0.99)
+    assert t99 < 5.0
     counted = net.nodes[net.keys[0]].delivery_count(msg_id, net.now)
+    print(f"\nN={n}, 5% loss: reached {len(times)}, 99% in {t99:.3f} s, counted {counted}")
     assert counted is not None and 0.97 * (n - 1) <= counted <= n - 1

@@ -223,6 +223,8 @@ def test_graft_prune_and_backoff() -> None:
     assert sends(out, Prune) and a.mesh_peers(T) == []
     # an unsubscribed router refuses grafts
     u = router("c")
+    assert u.handle_message(PK["b"], Graft(T), 0.0) == []  # not connected: ignored
+    u.peer_connected(PK["b"], 0.0)
     out = u.handle_message(PK["b"], Graft(T), 0.0)
     assert [s.message for s in sends(out, Prune)] == [Prune(T, 60.0)]
 
@@ -318,6 +320,7 @@ wire = st.one_of(
 @given(wire)
 def test_router_survives_any_message(msg: object) -> None:
     a = subscribed("a", "b")
+    assert a.handle_message(PK["c"], Graft(T), 0.0) == []  # unconnected peer
     out = a.handle_message(PK["b"], msg, 0.0)  # type: ignore[arg-type]
     try:
         validate_message(msg, WireLimits())
