@@ -233,16 +233,10 @@ class Gatekeeper:
     # --- wiring ------------------------------------------------------------------
 
     def attach(self, host: Host, nursery: trio.Nursery) -> None:
-        """Serve the membership protocol and guard identify/ping on ``host``."""
+        """Serve the membership protocol on ``host`` and start the sweeper."""
         self._host = host
         self._nursery = nursery
         host.set_stream_handler(PROTOCOL_ID, self._serve_presentation)
-        # The host serves identify and ping itself; wrap them so strangers get
-        # them only when the node allows it. (The host has no public getter.)
-        for protocol in _LIBP2P_PROTOCOLS:
-            original = host._handler_for(protocol)
-            if original is not None:
-                host.set_stream_handler(protocol, self._guard_libp2p(original))
         nursery.start_soon(self._sweeper)
 
     async def gate(self, peer: SecuredPeer) -> bool:
@@ -467,17 +461,6 @@ class Gatekeeper:
         if protocol in _LIBP2P_PROTOCOLS and self.config.allow_strangers_identify_ping:
             return True
         return admission is not None and admission.started
-
-    def _guard_libp2p(self, handler: StreamHandler) -> StreamHandler:
-        guarded = self.guard(handler)
-
-        async def serve(stream: MuxedStream) -> None:
-            if self.config.allow_strangers_identify_ping:
-                await handler(stream)
-            else:
-                await guarded(stream)
-
-        return serve
 
     # --- the sweeper -----------------------------------------------------------------
 
