@@ -26,7 +26,11 @@ class GossipConfig:
     # beyond gossipsub: IHAVE to mesh peers too, with the newest window's ids (0: off);
     # repairs a node all of whose eager pushes were lost, which plain gossipsub never
     # does when every one of its peers has it in their mesh
-    mesh_ihave_windows: int = 1
+    mesh_ihave_windows: int = 2
+    # re-announce subscriptions and re-send GRAFT to mesh peers this often: one lost
+    # announcement or GRAFT must not hide a subscriber or leave a mesh link one-way
+    # for good (both are idempotent at the receiver)
+    resubscribe_s: float = 10.0
     heartbeat_s: float = 1.0
     fanout_ttl_s: float = 60.0
     prune_backoff_s: float = 60.0

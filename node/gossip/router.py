@@ -13,7 +13,7 @@ How it works.
   send IHAVE with the ids of the last `mcache_gossip_windows` heartbeats to
   `max(d_lazy, gossip_factor * others)` non-mesh topic peers; a peer missing one of
   them answers IWANT and gets the full message (lazy repair of lost pushes).
-  Beyond gossipsub, mesh peers also get an IHAVE of the newest window's ids
+  Beyond gossipsub, mesh peers also get an IHAVE of the newest windows' ids
   (`mesh_ihave_windows`, not those we got from that peer): a node whose every
   peer has it in their mesh would otherwise never be repaired when all its
   eager pushes are lost (measured: 300 peers, degree 8, 25% loss: 2 of 6 runs
@@ -145,6 +145,7 @@ class GossipRouter:
         "_publish_bucket",
         "_receipt_flush_at",
         "_receipts_due",
+        "_resubscribe_at",
         "_rng",
         "_seen",
         "_seqno",
@@ -191,6 +192,7 @@ class GossipRouter:
         self._receipt_flush_at = math.inf
         # jitter so that a simulated population does not beat in lockstep
         self._heartbeat_at = now + rng.uniform(0.0, cfg.heartbeat_s)
+        self._resubscribe_at = now + cfg.resubscribe_s
 
     # --- owner's inputs -------------------------------------------------------------
 
@@ -371,6 +373,10 @@ class GossipRouter:
         if not self._verify(msg.publisher, signed, msg.signature):
             out.append(PeerMisbehaved(key, "relayed a message with a bad signature"))
             return
+        if msg.publisher != key:
+            # only subscribers relay a message they did not publish: learn that, in
+            # case its subscription announcement was lost
+            self._note_topic(key, peer, msg.topic)
         entry = self._seen.add(msg_id, msg.topic, key, now)
         self._mcache.put(msg_id, msg)
         self._iwant_sent.pop(msg_id, None)
@@ -577,6 +583,13 @@ class GossipRouter:
             if used + cfg.fanout_ttl_s <= now:
                 del self._fanout_used[topic]
                 self._fanout.pop(topic, None)
+        if now >= self._resubscribe_at:
+            self._resubscribe_at = now + cfg.resubscribe_s
+            if self._subs:
+                announce = Subscriptions(subscribe=tuple(self._subs))
+                out.extend(SendMessage(p, announce) for p in self._peers)
+            for topic in self._subs:
+                out.extend(SendMessage(p, Graft(topic)) for p in self._mesh.get(topic, {}))
         self._emit_gossip(now, out)
         self._emit_deferred(now, out)
         self._mcache.shift()
