@@ -28,7 +28,12 @@ from colonymesh.node.dht.messages import (
     value_signing_bytes,
 )
 from colonymesh.node.dht.node import DhtNode
-from colonymesh.node.dht.records import RecordLimits, Rejection
+from colonymesh.node.dht.records import (
+    RecordLimits,
+    RecordPolicy,
+    Rejection,
+    publisher_owned_keys,
+)
 
 __all__ = [
     "DhtBusy",
@@ -44,6 +49,7 @@ __all__ = [
     "PeerMisbehaved",
     "ProvidersLookupFinished",
     "RecordLimits",
+    "RecordPolicy",
     "RecordRefused",
     "Rejection",
     "SendMessage",
@@ -53,6 +59,7 @@ __all__ = [
     "WireLimits",
     "key_id",
     "node_id_of",
+    "publisher_owned_keys",
     "validate_message",
     "value_signing_bytes",
 ]

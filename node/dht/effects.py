@@ -38,7 +38,9 @@ class DhtConfig:
     lookups_max: int = 32
     probes_max: int = 64  # liveness pings in flight
     lookup_peers_max: int | None = None  # candidates kept per lookup (default 8k)
-    value_quorum: int = 1  # a GET_VALUE ends after this many valid records (0: run to the end)
+    # a GET_VALUE ends after this many valid records (0: run to the end); more than one
+    # so that a replica that missed the newest sequence number rarely decides the answer
+    value_quorum: int = 3
     provider_republish_s: float = 22 * HOUR_S
     value_republish_s: float = 22 * HOUR_S
     expire_interval_s: float = 60.0

@@ -78,6 +78,7 @@ from colonymesh.node.dht.messages import (
 from colonymesh.node.dht.records import (
     IsMember,
     ProviderStore,
+    RecordPolicy,
     Rejection,
     ValueStore,
     Verify,
@@ -174,6 +175,7 @@ class DhtNode:
         is_member: IsMember,
         rng: random.Random,
         config: DhtConfig | None = None,
+        record_policy: RecordPolicy | None = None,
         now: float = 0.0,
     ) -> None:
         self.config = cfg = config if config is not None else DhtConfig()
@@ -187,7 +189,7 @@ class DhtNode:
             failures_max=cfg.failures_max,
             now=now,
         )
-        self.values = ValueStore(verify, is_member, cfg.records)
+        self.values = ValueStore(verify, is_member, cfg.records, record_policy)
         self.providers = ProviderStore(cfg.records)
         self._verify = verify
         self._is_member = is_member
@@ -590,7 +592,11 @@ class DhtNode:
             why = Rejection.WRONG_KEY
         else:
             why = check_value_record(
-                record, self._verify, self._is_member, self.config.records.value_bytes_max
+                record,
+                self._verify,
+                self._is_member,
+                self.config.records.value_bytes_max,
+                self.values.policy,
             )
         if why is not None:
             out.append(PeerMisbehaved(peer, f"served a refused record: {why.value}"))

@@ -7,7 +7,10 @@ Signed values. A `ValueRecord` is (key, value, publisher key, seq, signature ove
 `value_signing_bytes`). `check_value_record` refuses, in this order: an unsigned
 record, a value over the size cap, a publisher that is not a colony member (the
 injected `is_member`), a signature that does not verify (the injected `verify`).
-`ValueStore.put` runs it on store and then keeps the record only if it is newer:
+An optional injected `RecordPolicy` then decides whether that member may write that
+key (`publisher_owned_keys` reserves `pk/<key>...` to its owner); without one any
+member may write any key. `ValueStore.put` runs all this on store and keeps the
+record only if it is newer:
 records of one key are ordered by (seq, publisher, value), so every replica picks
 the same winner even for equal sequence numbers. `ValueStore.get` re-checks
 membership on read, so a revoked publisher's records stop being served; the node
@@ -33,6 +36,7 @@ from colonymesh.node.dht.messages import PeerInfo, ValueRecord, value_signing_by
 
 Verify = Callable[[bytes, bytes, bytes], bool]  # (public key, message, signature) -> ok
 IsMember = Callable[[bytes], bool]  # public key -> is a current colony member
+RecordPolicy = Callable[[ValueRecord], bool]  # may this publisher write this key?
 
 HOUR_S = 3600.0
 
@@ -45,6 +49,7 @@ class Rejection(enum.Enum):
     STALE = "stale"
     FULL = "full"
     WRONG_KEY = "wrong-key"
+    FORBIDDEN = "forbidden"  # the record policy refuses this publisher for this key
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,10 +67,27 @@ def record_order(record: ValueRecord) -> tuple[int, bytes, bytes]:
     return (record.seq, record.publisher, record.value)
 
 
+OWNED_PREFIX = b"pk/"
+
+
+def publisher_owned_keys(record: ValueRecord) -> bool:
+    """A record policy: keys `pk/<32-byte public key>...` may only be written by that
+    key's owner; every other key by any member (the default policy allows all)."""
+    if record.key.startswith(OWNED_PREFIX):
+        owner = record.key[len(OWNED_PREFIX) : len(OWNED_PREFIX) + 32]
+        return owner == record.publisher
+    return True
+
+
 def check_value_record(
-    record: ValueRecord, verify: Verify, is_member: IsMember, value_bytes_max: int
+    record: ValueRecord,
+    verify: Verify,
+    is_member: IsMember,
+    value_bytes_max: int,
+    policy: RecordPolicy | None = None,
 ) -> Rejection | None:
-    """Why `record` must be refused, or None if it is properly signed by a member."""
+    """Why `record` must be refused, or None if it is properly signed by a member
+    (and, with a `policy`, that member may write that key)."""
     if not record.signature:
         return Rejection.UNSIGNED
     if len(record.value) > value_bytes_max:
@@ -79,6 +101,8 @@ def check_value_record(
         ok = False
     if not ok:
         return Rejection.BAD_SIGNATURE
+    if policy is not None and not policy(record):
+        return Rejection.FORBIDDEN
     return None
 
 
@@ -91,17 +115,26 @@ class _StoredValue:
 
 
 class ValueStore:
-    __slots__ = ("_is_member", "_records", "_verify", "limits")
+    __slots__ = ("_is_member", "_records", "_verify", "limits", "policy")
 
-    def __init__(self, verify: Verify, is_member: IsMember, limits: RecordLimits) -> None:
+    def __init__(
+        self,
+        verify: Verify,
+        is_member: IsMember,
+        limits: RecordLimits,
+        policy: RecordPolicy | None = None,
+    ) -> None:
         self._verify = verify
         self._is_member = is_member
         self.limits = limits
+        self.policy = policy
         self._records: dict[bytes, _StoredValue] = {}
 
     def put(self, record: ValueRecord, now: float) -> Rejection | None:
         """Verify and store `record`; the reason it was refused, or None if stored."""
-        why = check_value_record(record, self._verify, self._is_member, self.limits.value_bytes_max)
+        why = check_value_record(
+            record, self._verify, self._is_member, self.limits.value_bytes_max, self.policy
+        )
         if why is not None:
             return why
         held = self._records.get(record.key)

@@ -34,6 +34,7 @@ from colonymesh.node.dht.records import (
     RecordLimits,
     Rejection,
     ValueStore,
+    publisher_owned_keys,
 )
 
 
@@ -49,6 +50,7 @@ ALICE = SigningKey(bytes([1]) * 32)
 BOB = SigningKey(bytes([2]) * 32)
 MALLORY = SigningKey(bytes([3]) * 32)  # a valid key, but not a colony member
 MEMBERS = {bytes(ALICE.verify_key), bytes(BOB.verify_key)}
+PK_ALICE = bytes(ALICE.verify_key)
 
 
 def is_member(public_key: bytes) -> bool:
@@ -208,3 +210,12 @@ def test_a_record_for_another_key_is_refused() -> None:
     out = node.handle_message(bob, GetValueResult(req.request_id, other, ()), 2.0)
     assert PeerMisbehaved(bob.public_key, "served a refused record: wrong-key") in out
     assert key_id(b"k") != key_id(b"other")
+
+
+def test_record_policy_reserves_owned_keys() -> None:
+    s = ValueStore(verify, is_member, RecordLimits(), publisher_owned_keys)
+    alices = b"pk/" + PK_ALICE + b"/profile"
+    assert s.put(signed(ALICE, alices, b"mine", 1), 0.0) is None
+    assert s.put(signed(BOB, alices, b"hijack", 2), 0.0) is Rejection.FORBIDDEN
+    assert s.get(alices, 0.0) == signed(ALICE, alices, b"mine", 1)
+    assert s.put(signed(BOB, b"shared/key", b"v", 1), 0.0) is None  # not an owned key
