@@ -14,17 +14,18 @@ import logging
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import trio
-
-from colonymesh.executors.python import PythonFunctions
 from colonymesh.node.cli.output import add_json_flag, emit
-from colonymesh.node.colony.local import LocalColonyConfig, open_local_colony
 from colonymesh.node.errors import ColonymeshError
+
+if TYPE_CHECKING:
+    from colonymesh.executors.python import PythonFunctions
 
 
 def demo_functions() -> PythonFunctions:
+    from colonymesh.executors.python import PythonFunctions
+
     functions = PythonFunctions()
 
     @functions.function
@@ -72,6 +73,8 @@ def register(commands: Any) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    import trio
+
     logging.getLogger("colonymesh").setLevel(logging.ERROR)
     if args.fan_out < 1 or args.specs < 0:
         raise ColonymeshError("--fan-out must be at least 1 and --specs not negative")
@@ -100,6 +103,10 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
+    import trio
+
+    from colonymesh.node.colony.local import LocalColonyConfig, open_local_colony
+
     started = time.perf_counter()
     quiet = bool(args.json)
     config = LocalColonyConfig(state_dir=state_dir, functions=demo_functions(), name="demo")

@@ -20,12 +20,6 @@ import signal
 from pathlib import Path
 from typing import Any
 
-import trio
-
-from colonymesh.node.certs import Role, encode_record
-from colonymesh.node.cli.demo import demo_functions
-from colonymesh.node.cli.profile import ENV, write_profile
-from colonymesh.node.colony.local import LocalColonyConfig, open_local_colony
 from colonymesh.node.errors import InputError
 
 
@@ -41,12 +35,21 @@ def register(commands: Any) -> None:
 def _dev(args: argparse.Namespace) -> int:
     if args.dir.exists() and any(args.dir.iterdir()):
         raise InputError(f"{args.dir}: exists and is not empty")
+    import trio
+
     logging.getLogger("colonymesh").setLevel(logging.WARNING)
     trio.run(_run, args)
     return 0
 
 
 async def _run(args: argparse.Namespace) -> None:
+    import trio
+
+    from colonymesh.node.certs import Role, encode_record
+    from colonymesh.node.cli.demo import demo_functions
+    from colonymesh.node.cli.profile import ENV, write_profile
+    from colonymesh.node.colony.local import LocalColonyConfig, open_local_colony
+
     config = LocalColonyConfig(
         state_dir=args.dir / "state",
         functions=demo_functions(),

@@ -14,13 +14,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from colonymesh.node.certs import Certificate, encode_record
 from colonymesh.node.colonyfiles import COLONY_FILE, load_membership, read_record, write_atomically
 from colonymesh.node.errors import InputError
 from colonymesh.node.identity import KeyPair, read_key_file, write_key_file
-from colonymesh.node.sdk import ColonySession, connect
+
+if TYPE_CHECKING:
+    from colonymesh.node.sdk import ColonySession
 
 KEY_FILE = "member.key"
 CERT_FILE = "member.cert"
@@ -81,6 +83,8 @@ def write_profile(
 
 @asynccontextmanager
 async def session(args: argparse.Namespace) -> AsyncIterator[ColonySession]:
+    from colonymesh.node.sdk import connect
+
     profile = load_profile(args)
     async with connect(
         key=profile.keys,

@@ -12,18 +12,14 @@ import json
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
-
-import trio
-from rich.console import Console
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from colonymesh.node.cli.output import add_json_flag, emit
-from colonymesh.node.cli.profile import add_profile_option, session
-from colonymesh.node.colony.client import CommandRefused
-from colonymesh.node.errors import InputError
-from colonymesh.node.ledger.commands import Cancel
-from colonymesh.node.sdk import ColonySession
+from colonymesh.node.cli.profile import add_profile_option
+from colonymesh.node.errors import ColonymeshError, InputError
+
+if TYPE_CHECKING:
+    from colonymesh.node.sdk import ColonySession
 
 STATE_COMMANDS = {"ps": "", "psw": "waiting", "pss": "success", "psf": "failed"}
 
@@ -94,6 +90,10 @@ def _common(
     add_json_flag(parser)
 
     def run(args: argparse.Namespace) -> int:
+        import trio  # imported here so that building the parser stays cheap
+
+        from colonymesh.node.cli.profile import session
+
         async def main() -> int:
             async with session(args) as colony:
                 return await handler(args, colony)
@@ -115,6 +115,9 @@ def _read_json(source: str) -> Any:
 
 
 def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(title=title)
     for column in columns:
         table.add_column(column)
@@ -126,7 +129,7 @@ def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
 async def _function_submit(args: argparse.Namespace, colony: ColonySession) -> int:
     try:
         process = await colony.submit(_read_json(args.spec))
-    except CommandRefused as refusal:
+    except ColonymeshError as refusal:  # the ledger's refusal
         raise InputError(f"{args.spec}: refused: {refusal}") from None
     if not (args.wait or args.follow):
         emit(args, {"processid": process.id}, [process.id])
@@ -208,8 +211,10 @@ async def _process_get(args: argparse.Namespace, colony: ColonySession) -> int:
 
 async def _process_cancel(args: argparse.Namespace, colony: ColonySession) -> int:
     try:
+        from colonymesh.node.ledger.commands import Cancel
+
         await colony.client.run(Cancel(args.process_id))
-    except CommandRefused as refusal:
+    except ColonymeshError as refusal:  # the ledger's refusal
         raise InputError(f"cannot cancel {args.process_id}: {refusal}") from None
     emit(args, {"cancelled": args.process_id}, [f"cancelled {args.process_id}"])
     return 0
@@ -218,7 +223,7 @@ async def _process_cancel(args: argparse.Namespace, colony: ColonySession) -> in
 async def _workflow_submit(args: argparse.Namespace, colony: ColonySession) -> int:
     try:
         workflow_id = await colony.submit_workflow(_read_json(args.spec))
-    except CommandRefused as refusal:
+    except ColonymeshError as refusal:  # the ledger's refusal
         raise InputError(f"{args.spec}: refused: {refusal}") from None
     if not args.wait:
         emit(args, {"workflowid": workflow_id}, [workflow_id])
