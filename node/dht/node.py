@@ -28,7 +28,6 @@ goes backwards.
 
 from __future__ import annotations
 
-import enum
 import logging
 import math
 from typing import TYPE_CHECKING, assert_never
@@ -75,6 +74,7 @@ from colonymesh.node.dht.messages import (
     validate_message,
     validate_peer,
 )
+from colonymesh.node.dht.ops import Op, Pending, ReqKind
 from colonymesh.node.dht.records import (
     IsMember,
     ProviderStore,
@@ -86,6 +86,7 @@ from colonymesh.node.dht.records import (
     record_order,
 )
 from colonymesh.node.dht.routing import RoutingTable
+from colonymesh.node.dht.serve import answer_request
 
 if TYPE_CHECKING:
     import random
@@ -93,58 +94,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("colonymesh.node.dht")
 
 _U64 = 1 << 64
-_FIND_NODE_KINDS = (OpKind.FIND_NODE, OpKind.BOOTSTRAP, OpKind.REFRESH)
-
-
-class _ReqKind(enum.Enum):
-    LOOKUP = "lookup"
-    PROBE = "probe"
-    STORE = "store"
-
-
-class _Pending:
-    __slots__ = ("deadline", "kind", "op_id", "peer")
-
-    def __init__(self, peer: PeerInfo, kind: _ReqKind, op_id: int, deadline: float) -> None:
-        self.peer = peer
-        self.kind = kind
-        self.op_id = op_id  # -1: belongs to no operation
-        self.deadline = deadline
-
-
-class _Op:
-    __slots__ = (
-        "answers",
-        "attempted",
-        "best",
-        "found",
-        "id",
-        "key",
-        "kind",
-        "lookup",
-        "outstanding",
-        "providers",
-        "record",
-        "rids",
-        "stored",
-        "target",
-    )
-
-    def __init__(self, op_id: int, kind: OpKind, target: int, key: bytes) -> None:
-        self.id = op_id
-        self.kind = kind
-        self.target = target
-        self.key = key
-        self.lookup: Lookup | DisjointLookup | None = None
-        self.rids: dict[bytes, int] = {}  # lookup peer -> request id in flight
-        self.record: ValueRecord | None = None  # PUT_VALUE: what to store
-        self.best: ValueRecord | None = None  # GET_VALUE: newest valid record seen
-        self.answers: dict[bytes, ValueRecord | None] = {}  # GET_VALUE: who said what
-        self.found = 0  # GET_VALUE: valid records received
-        self.providers: dict[bytes, PeerInfo] = {}
-        self.outstanding = 0  # store phase: requests still unanswered
-        self.stored = 0
-        self.attempted = 0
 
 
 class DhtNode:
@@ -194,8 +143,8 @@ class DhtNode:
         self._verify = verify
         self._is_member = is_member
         self._rng = rng
-        self._ops: dict[int, _Op] = {}
-        self._pending: dict[int, _Pending] = {}
+        self._ops: dict[int, Op] = {}
+        self._pending: dict[int, Pending] = {}
         self._probes = 0
         self._next_op = 1
         self._next_rid = rng.getrandbits(63)
@@ -256,35 +205,19 @@ class DhtNode:
             return []
         out: list[Output] = []
         self._observe(from_peer, now, out)
-        k = self.config.k
-        me = from_peer.public_key
         match msg:
-            case Ping(request_id=rid):
-                out.append(SendMessage(from_peer, Pong(rid)))
-            case FindNode(request_id=rid, target=target):
-                closer = self.table.closest(id_from_bytes(target), k, exclude=me)
-                out.append(SendMessage(from_peer, FindNodeResult(rid, tuple(closer))))
-            case GetValue(request_id=rid, key=key):
-                record = self.values.get(key, now)
-                closer = self.table.closest(key_id(key), k, exclude=me)
-                out.append(SendMessage(from_peer, GetValueResult(rid, record, tuple(closer))))
-            case PutValue(request_id=rid, record=record):
-                why = self.values.put(record, now)
-                reason = why.value if why is not None else ""
-                out.append(SendMessage(from_peer, PutValueResult(rid, why is None, reason)))
-            case AddProvider(request_id=rid, key=key, provider=provider):
-                ok = False
-                if provider.public_key != me:
-                    out.append(PeerMisbehaved(me, "announced a provider other than itself"))
-                elif self._is_member(me):
-                    info = PeerInfo(me, provider.addrs or from_peer.addrs)
-                    ok = self.providers.add(key, info, now)
-                out.append(SendMessage(from_peer, AddProviderResult(rid, ok)))
-            case GetProviders(request_id=rid, key=key):
-                found = self.providers.get(key, now, k)
-                closer = self.table.closest(key_id(key), k, exclude=me)
-                out.append(
-                    SendMessage(from_peer, GetProvidersResult(rid, tuple(found), tuple(closer)))
+            case Ping() | FindNode() | GetValue() | PutValue() | AddProvider() | GetProviders():
+                out.extend(
+                    answer_request(
+                        from_peer,
+                        msg,
+                        now,
+                        self.table,
+                        self.values,
+                        self.providers,
+                        self._is_member,
+                        self.config.k,
+                    )
                 )
             case (
                 Pong()
@@ -352,7 +285,7 @@ class DhtNode:
         cfg = self.config
         if len(self._ops) >= cfg.lookups_max:
             raise DhtBusy(f"{len(self._ops)} operations in progress (lookups_max)")
-        op = _Op(self._next_op, kind, target, key)
+        op = Op(self._next_op, kind, target, key)
         self._next_op += 1
         op.record = record
         if kind is OpKind.GET_VALUE:
@@ -393,7 +326,7 @@ class DhtNode:
         self._next_rid = (rid + 1) % _U64
         return rid
 
-    def _request_message(self, op: _Op, rid: int) -> Message:
+    def _request_message(self, op: Op, rid: int) -> Message:
         match op.kind:
             case OpKind.GET_VALUE:
                 return GetValue(rid, op.key)
@@ -410,7 +343,7 @@ class DhtNode:
             case _:
                 assert_never(op.kind)
 
-    def _after_step(self, op: _Op, step: Step, now: float, out: list[Output]) -> None:
+    def _after_step(self, op: Op, step: Step, now: float, out: list[Output]) -> None:
         for key in step.failed:
             rid = op.rids.pop(key, None)
             if rid is not None:
@@ -418,13 +351,13 @@ class DhtNode:
             self.table.record_failure(key, now)
         for info in step.query:
             rid = self._rid()
-            self._pending[rid] = _Pending(info, _ReqKind.LOOKUP, op.id, math.inf)
+            self._pending[rid] = Pending(info, ReqKind.LOOKUP, op.id, math.inf)
             op.rids[info.public_key] = rid
             out.append(SendMessage(info, self._request_message(op, rid)))
         if op.lookup is not None and op.lookup.finished:
             self._lookup_done(op, now, out)
 
-    def _lookup_done(self, op: _Op, now: float, out: list[Output]) -> None:
+    def _lookup_done(self, op: Op, now: float, out: list[Output]) -> None:
         lookup = op.lookup
         if lookup is None:
             raise RuntimeError("operation without a lookup")
@@ -462,7 +395,7 @@ class DhtNode:
             self.table.mark_all_stale(idx + 1)
 
     def _correct_stale(
-        self, op: _Op, closest: tuple[PeerInfo, ...], now: float, out: list[Output]
+        self, op: Op, closest: tuple[PeerInfo, ...], now: float, out: list[Output]
     ) -> None:
         """Send the newest record to close peers that answered with an older one or none."""
         best = op.best
@@ -473,16 +406,16 @@ class DhtNode:
             if had is None or record_order(had) < record_order(best):
                 rid = self._rid()
                 deadline = now + self.config.request_timeout_s
-                self._pending[rid] = _Pending(info, _ReqKind.STORE, -1, deadline)
+                self._pending[rid] = Pending(info, ReqKind.STORE, -1, deadline)
                 out.append(SendMessage(info, PutValue(rid, best)))
 
     def _store_at(
-        self, op: _Op, closest: tuple[PeerInfo, ...], now: float, out: list[Output]
+        self, op: Op, closest: tuple[PeerInfo, ...], now: float, out: list[Output]
     ) -> None:
         deadline = now + self.config.request_timeout_s
         for info in closest:
             rid = self._rid()
-            self._pending[rid] = _Pending(info, _ReqKind.STORE, op.id, deadline)
+            self._pending[rid] = Pending(info, ReqKind.STORE, op.id, deadline)
             if op.kind is OpKind.PUT_VALUE and op.record is not None:
                 out.append(SendMessage(info, PutValue(rid, op.record)))
             else:
@@ -490,7 +423,7 @@ class DhtNode:
         op.attempted = op.outstanding = len(closest)
         self._maybe_stored(op, out)
 
-    def _maybe_stored(self, op: _Op, out: list[Output]) -> None:
+    def _maybe_stored(self, op: Op, out: list[Output]) -> None:
         if op.outstanding == 0:
             self._ops.pop(op.id, None)
             out.append(StoreFinished(op.id, op.kind, op.key, op.stored, op.attempted))
@@ -506,7 +439,7 @@ class DhtNode:
             return
         rid = self._rid()
         deadline = now + self.config.request_timeout_s
-        self._pending[rid] = _Pending(probe, _ReqKind.PROBE, -1, deadline)
+        self._pending[rid] = Pending(probe, ReqKind.PROBE, -1, deadline)
         self._probes += 1
         out.append(SendMessage(probe, Ping(rid)))
 
@@ -527,17 +460,17 @@ class DhtNode:
             return  # late (already timed out) or unsolicited: nothing to match
         del self._pending[msg.request_id]
         match pending.kind:
-            case _ReqKind.PROBE:
+            case ReqKind.PROBE:
                 self._probes -= 1
                 self.table.probe_answered(peer.public_key, now)
-            case _ReqKind.STORE:
+            case ReqKind.STORE:
                 op = self._ops.get(pending.op_id)
                 if op is not None:
                     ok = isinstance(msg, PutValueResult | AddProviderResult) and msg.stored
                     op.stored += int(ok)
                     op.outstanding -= 1
                     self._maybe_stored(op, out)
-            case _ReqKind.LOOKUP:
+            case ReqKind.LOOKUP:
                 op = self._ops.get(pending.op_id)
                 if op is not None and op.lookup is not None:
                     op.rids.pop(peer.public_key, None)
@@ -547,7 +480,7 @@ class DhtNode:
 
     def _on_lookup_response(
         self,
-        op: _Op,
+        op: Op,
         lookup: Lookup | DisjointLookup,
         peer: PeerInfo,
         msg: Message,
@@ -582,7 +515,7 @@ class DhtNode:
         self._after_step(op, step, now, out)
 
     def _take_record(
-        self, op: _Op, peer: bytes, record: ValueRecord | None, out: list[Output]
+        self, op: Op, peer: bytes, record: ValueRecord | None, out: list[Output]
     ) -> None:
         if record is None:
             op.answers[peer] = None
@@ -613,16 +546,16 @@ class DhtNode:
             pending = self._pending.pop(rid)
             key = pending.peer.public_key
             match pending.kind:
-                case _ReqKind.PROBE:
+                case ReqKind.PROBE:
                     self._probes -= 1
                     self.table.probe_failed(key, now)
-                case _ReqKind.STORE:
+                case ReqKind.STORE:
                     self.table.record_failure(key, now)
                     op = self._ops.get(pending.op_id)
                     if op is not None:
                         op.outstanding -= 1
                         self._maybe_stored(op, out)
-                case _ReqKind.LOOKUP:
+                case ReqKind.LOOKUP:
                     pass  # lookups own their deadlines (never reached: deadline is inf)
                 case _:
                     assert_never(pending.kind)

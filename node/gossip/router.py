@@ -66,10 +66,9 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from colonymesh.node.gossip.caches import MessageCache, SeenCache, SeenEntry, TokenBucket
+from colonymesh.node.gossip.caches import MessageCache, SeenCache, TokenBucket
 from colonymesh.node.gossip.effects import (
     Delivered,
-    DeliveryCounted,
     GossipConfig,
     Output,
     PeerMisbehaved,
@@ -88,7 +87,6 @@ from colonymesh.node.gossip.messages import (
     Message,
     Prune,
     Publish,
-    Receipt,
     Receipts,
     Subscriptions,
     Throttle,
@@ -96,6 +94,7 @@ from colonymesh.node.gossip.messages import (
     message_signing_bytes,
     validate_message,
 )
+from colonymesh.node.gossip.receipts import ReceiptBook
 
 if TYPE_CHECKING:
     import random
@@ -143,8 +142,7 @@ class GossipRouter:
         "_mesh",
         "_peers",
         "_publish_bucket",
-        "_receipt_flush_at",
-        "_receipts_due",
+        "_receipts",
         "_resubscribe_at",
         "_rng",
         "_seen",
@@ -188,8 +186,9 @@ class GossipRouter:
         self._iwant_sent: dict[bytes, float] = {}
         self._publish_bucket = TokenBucket(cfg.publish_per_s, cfg.publish_burst, now)
         self._seqno = rng.getrandbits(32) << 20  # unique across restarts in practice
-        self._receipts_due: dict[bytes, None] = {}
-        self._receipt_flush_at = math.inf
+        self._receipts = ReceiptBook(
+            cfg.receipt_flush_s, cfg.receipt_repeats, cfg.wire.receipts_per_message_max
+        )
         # jitter so that a simulated population does not beat in lockstep
         self._heartbeat_at = now + rng.uniform(0.0, cfg.heartbeat_s)
         self._resubscribe_at = now + cfg.resubscribe_s
@@ -312,7 +311,9 @@ class GossipRouter:
                         self._defer(peer, msg_id, held)
                 out.append(ThrottledBy(from_peer, peer.throttled_until, ids))
             case Receipts(entries=entries):
-                self._on_receipts(from_peer, entries, now, out)
+                out.extend(
+                    self._receipts.received(from_peer, entries, self._seen, len(self._peers), now)
+                )
             case _:
                 raise GossipProtocolError("unreachable: validated above")
         return out
@@ -322,12 +323,12 @@ class GossipRouter:
         if now >= self._heartbeat_at:
             self._heartbeat(now, out)
             self._heartbeat_at = max(self._heartbeat_at + self.config.heartbeat_s, now)
-        if now >= self._receipt_flush_at:
-            self._flush_receipts(now, out)
+        if now >= self._receipts.flush_at:
+            out.extend(self._receipts.flush(self._seen, self._peers, now))
         return out
 
     def next_deadline(self) -> float:
-        return min(self._heartbeat_at, self._receipt_flush_at)
+        return min(self._heartbeat_at, self._receipts.flush_at)
 
     def statistics(self) -> dict[str, int]:
         return {
@@ -336,7 +337,7 @@ class GossipRouter:
             "mesh_peers": sum(len(m) for m in self._mesh.values()),
             "seen": len(self._seen),
             "mcache": len(self._mcache),
-            "receipts_due": len(self._receipts_due),
+            "receipts_due": len(self._receipts),
         }
 
     def mesh_peers(self, topic: str) -> list[bytes]:
@@ -384,7 +385,7 @@ class GossipRouter:
             return
         entry.delivered = True
         out.append(Delivered(msg.topic, msg_id, msg.data, msg.publisher))
-        self._receipt_changed(msg_id, entry, now)
+        self._receipts.changed(msg_id, entry, now)
         mesh = self._mesh.get(msg.topic, {})
         self._push(msg, msg_id, list(mesh), key, out, now)
 
@@ -488,64 +489,6 @@ class GossipRouter:
             self._topic_peers.get(topic, {}).pop(key, None)
             self._mesh.get(topic, {}).pop(key, None)
             self._fanout.get(topic, {}).pop(key, None)
-
-    # --- internals: delivery receipts ---------------------------------------------------
-
-    def _receipt_changed(self, msg_id: bytes, entry: SeenEntry, now: float) -> None:
-        if entry.parent is None:
-            return
-        entry.repeats = self.config.receipt_repeats
-        self._receipts_due[msg_id] = None
-        if self._receipt_flush_at == math.inf:
-            self._receipt_flush_at = now + self.config.receipt_flush_s
-
-    def _on_receipts(
-        self, key: bytes, entries: tuple[Receipt, ...], now: float, out: list[Output]
-    ) -> None:
-        counted: dict[bytes, int] = {}
-        for receipt in entries:
-            entry = self._seen.get(receipt.msg_id, now)
-            if entry is None:
-                continue
-            children = entry.children
-            if children is None:
-                children = entry.children = {}
-            elif key not in children and len(children) >= len(self._peers) + 1:
-                continue  # more children than peers: nonsense, keep it bounded
-            if children.get(key, -1) >= receipt.delivered:
-                continue  # stale or repeated report
-            children[key] = receipt.delivered
-            if entry.parent is None:
-                counted[receipt.msg_id] = entry.subtree()
-            else:
-                self._receipt_changed(receipt.msg_id, entry, now)
-        for msg_id, n in counted.items():
-            out.append(DeliveryCounted(msg_id, n))
-
-    def _flush_receipts(self, now: float, out: list[Output]) -> None:
-        by_parent: dict[bytes, list[Receipt]] = {}
-        for msg_id in list(self._receipts_due):
-            entry = self._seen.get(msg_id, now)
-            parent = entry.parent if entry is not None else None
-            if entry is None or parent is None or parent not in self._peers:
-                del self._receipts_due[msg_id]
-                continue
-            count = entry.subtree()
-            if count != entry.reported:
-                entry.reported = count
-            elif entry.repeats > 0:
-                entry.repeats -= 1
-            else:
-                del self._receipts_due[msg_id]
-                continue
-            by_parent.setdefault(parent, []).append(Receipt(msg_id, count))
-        step = self.config.wire.receipts_per_message_max
-        for parent, receipts in by_parent.items():
-            for i in range(0, len(receipts), step):
-                out.append(SendMessage(parent, Receipts(tuple(receipts[i : i + step]))))
-        self._receipt_flush_at = (
-            now + self.config.receipt_flush_s if self._receipts_due else math.inf
-        )
 
     # --- internals: heartbeat -----------------------------------------------------------
 
