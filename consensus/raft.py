@@ -447,7 +447,18 @@ class RaftNode:
     # ------------------------------------------------------------ elections
 
     def _promotable(self) -> bool:
-        return self.id in self.conf.voters
+        """May this node campaign? A voter of its latest configuration may; so may a
+        voter of the last *committed* one whose demotion or removal is still
+        uncommitted. Without that, a leader that appended its own removal and then
+        lost leadership can deadlock the group: it alone holds the newest entry,
+        so it denies every vote, yet its latest configuration says it may not
+        campaign. Campaigning is still safe: votes are counted only among the
+        voters of the candidate's latest configuration, which overlaps every
+        majority of the previous one (single-server change, §6)."""
+        if self.id in self.conf.voters:
+            return True
+        committed = self.log.committed
+        return self._confs.current_index > committed and self.id in self._confs.at(committed).voters
 
     def _reset_election_timer(self, now: float) -> None:
         base = self.config.election_timeout_s

@@ -671,3 +671,29 @@ def test_single_voter_group_commits_and_reads_alone() -> None:
     assert node.commit == res.index
     (rs,) = c.read_states[NodeId("1")]
     assert rs.index == res.index
+
+
+def test_6_leader_that_appended_its_own_demotion_can_still_campaign() -> None:
+    """Regression (found by the state machine): leader 1 of voters {1, 3} appends
+    "1 becomes a learner" but loses leadership before 3 stores it. 1 alone holds
+    the newest entry, so it denies 3's votes; it must still be allowed to campaign
+    (it is a voter of the committed configuration), and then hands over to 3."""
+    cfg = RaftConfig(pre_vote=False, check_quorum=False)
+    c = cluster(config=cfg)
+    elect(c)
+    c.node("1").propose_conf_change(ConfChange(ConfChangeOp.REMOVE_NODE, NodeId("2")))
+    c.stabilize()
+    c.crash("2")
+    c.node("1").propose_conf_change(ConfChange(ConfChangeOp.ADD_LEARNER, NodeId("1")))
+    c.process_all()
+    c.network.clear()  # 3 never receives it
+    c.node("3").campaign(c.now)  # 3 (voters {1, 3} in its log) needs 1's vote...
+    c.stabilize()
+    assert c.node("3").role is not Role.LEADER  # ...which 1 denies: its log is newer
+    assert c.node("1").status().role is Role.LEARNER
+    c.run_for(6)
+    assert c.leader() == "3"
+    assert c.node("3").conf.voters == ("3",) and c.node("1").conf.learners == ("1",)
+    res = c.node("3").propose(b"x")
+    c.stabilize()
+    assert c.node("1").commit >= res.index
