@@ -200,3 +200,36 @@ def test_a_probe_timeout_does_not_evict_a_contact_heard_from_meanwhile() -> None
     node.handle_message(PeerInfo(keys[0]), Ping(3), 2.0)  # keys[0] talks: alive
     node.tick(6.0)  # the ping itself was lost and times out
     assert keys[0] in node.table
+
+
+def test_node_refreshes_stale_buckets_with_lookups_into_them() -> None:
+    from colonymesh.node.dht.messages import FindNode
+
+    node = _node(SELF, refresh_interval_s=3600.0, refresh_on_bootstrap=False)
+    keys = keys_in_bucket(SELF, 255, 2) + keys_in_bucket(SELF, 254, 1)
+    for key in keys:
+        node.handle_message(PeerInfo(key), Ping(1), 0.0)
+    assert node.next_deadline() <= 3600.0
+    assert not [e for e in node.tick(1000.0) if isinstance(e, SendMessage)]
+    out = node.tick(3600.0)
+    finds = [e.message for e in out if isinstance(e, SendMessage)]
+    targets = {
+        bucket_index(node_id_of(SELF), int.from_bytes(m.target, "big"))
+        for m in finds
+        if isinstance(m, FindNode)
+    }
+    assert targets == {254, 255}  # one random-id lookup per stale bucket
+    assert node.statistics()["operations"] == 2
+
+
+def test_operations_are_bounded() -> None:
+    import pytest
+
+    from colonymesh.node.dht.effects import DhtBusy
+
+    node = _node(SELF, lookups_max=2)
+    node.handle_message(PeerInfo(keys_in_bucket(SELF, 255, 1)[0]), Ping(1), 0.0)
+    node.find_node(bytes(32), 0.0)
+    node.get_providers(b"k", 0.0)
+    with pytest.raises(DhtBusy):
+        node.find_node(bytes(32), 0.0)
