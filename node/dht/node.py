@@ -569,6 +569,8 @@ class DhtNode:
                 out.extend(self._start(OpKind.PROVIDE, key_id(key), key, now)[1])
         for key, (record, due) in list(self._published.items()):
             if due <= now and len(self._ops) < cfg.lookups_max:
-                self.values.put(record, now)
+                if self.values.put(record, now) is not None:
+                    del self._published[key]  # superseded (or its publisher revoked)
+                    continue
                 self._published[key] = (record, now + cfg.value_republish_s)
                 out.extend(self._start(OpKind.PUT_VALUE, key_id(key), key, now, record)[1])
