@@ -219,6 +219,13 @@ class RaftMachine(RuleBasedStateMachine):
         self.cluster.check_safety()
 
     @invariant()
+    def has_ready_is_truthful(self) -> None:
+        """A driver may sleep when has_ready() is False: then ready() has nothing."""
+        for _, node in self.cluster.live():
+            if not node.has_ready():
+                assert node.ready() is None
+
+    @invariant()
     def reads_are_linearizable(self) -> None:
         """A ReadIndex answer covers every entry known committed when it was asked."""
         for i, states in self.cluster.read_states.items():
