@@ -34,7 +34,7 @@ import heapq
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from colonymesh.node.certs import (
     Certificate,
@@ -91,6 +91,12 @@ from colonymesh.node.ledger.model import (
     ProcessState,
     Workflow,
 )
+from colonymesh.node.ledger.snapshot import (
+    SNAPSHOT_BYTES_MAX_DEFAULT,
+    LedgerState,
+    decode_state,
+    encode_state,
+)
 from colonymesh.node.spec import (
     FunctionSpec,
     SpecError,
@@ -120,9 +126,12 @@ class LedgerConfig:
     # maxretries; this bounds how often one process may take executors down.
     requeues_on_executor_loss_max: int = 10
     replay_window: int = 4096
+    snapshot_bytes_max: int = SNAPSHOT_BYTES_MAX_DEFAULT
 
 
 Events = list[LedgerEvent]
+K = TypeVar("K")
+V = TypeVar("V")
 _DEADLINE_WAIT = 0
 _DEADLINE_EXEC = 1
 
@@ -150,6 +159,7 @@ class Ledger:
         self._queues: dict[str, list[tuple[tuple[int, int], str]]] = {}
         self._deadlines: list[tuple[int, int, str, int]] = []
         self._replay: dict[bytes, ReplayWindow] = {}
+        self._revocations: dict[int, bytes] = {}  # serial -> record, for snapshots
         self._next_order = 0
         for certificate in certificates:
             self.membership.admit(certificate, genesis_ms / 1000)
@@ -682,11 +692,82 @@ class Ledger:
             self.membership.add_revocation(revocation)
         except CertificateError as error:
             raise _Refused(f"revocation refused: {error}") from None
+        self._revocations.setdefault(revocation.serial, body.revocation)
         events.append(MemberRevoked(command, revocation.member_key, revocation.serial))
         executor = self.executors.get(revocation.member_key)
         if executor is not None:
             self._remove_executor(executor, "revoked", command, events)
         return str(revocation.serial)
+
+    # --- snapshots (log compaction) ----------------------------------------------
+
+    def snapshot(self) -> bytes:
+        """The whole state as canonical CBOR: equal states give equal bytes on every replica."""
+        return encode_state(
+            LedgerState(
+                self.membership,
+                self._revocations,
+                self.now_ms,
+                self.applied_index,
+                self._next_order,
+                self._replay,
+                self.functions,
+                self.executors,
+                self.workflows,
+                self.processes,
+            )
+        )
+
+    @classmethod
+    def from_snapshot(
+        cls, colony: Colony, data: bytes, config: LedgerConfig | None = None
+    ) -> Ledger:
+        """A ledger restored from ``snapshot()`` bytes; a bad snapshot is a ``SnapshotError``."""
+        ledger = cls(colony, genesis_ms=0, config=config)
+        ledger.restore(data)
+        return ledger
+
+    def restore(self, data: bytes) -> None:
+        """Replace the whole state by a snapshot's, or raise ``SnapshotError`` and change nothing.
+
+        The containers are refilled in place, so readers holding
+        ``ledger.processes`` (long-polls) see the restored state.
+        """
+        state = decode_state(
+            self.colony,
+            data,
+            replay_window=self.config.replay_window,
+            snapshot_bytes_max=self.config.snapshot_bytes_max,
+        )
+        self.membership = state.membership
+        self._revocations = state.revocations
+        self.now_ms = state.now_ms
+        self.applied_index = state.applied_index
+        self._next_order = state.next_order
+        self._replay = state.replay
+        _refill(self.functions, state.functions)
+        _refill(self.executors, state.executors)
+        _refill(self.workflows, state.workflows)
+        _refill(self.processes, state.processes)
+        self._rebuild_indexes()
+
+    def _rebuild_indexes(self) -> None:
+        """Waiting queues and deadlines follow from the processes (see ``snapshot.py``)."""
+        self._queues = {}
+        self._deadlines = []
+        for process in self.processes.values():
+            if process.is_ready:
+                queue = self._queues.setdefault(process.spec.conditions.executortype, [])
+                queue.append((process.queue_key(), process.id))
+                if process.spec.maxwaittime > 0:
+                    deadline = process.ready_ms + process.spec.maxwaittime * 1000
+                    self._deadlines.append((deadline, _DEADLINE_WAIT, process.id, process.ready_ms))
+            elif process.state is ProcessState.RUNNING and process.spec.maxexectime > 0:
+                deadline = process.assigned_ms + process.spec.maxexectime * 1000
+                self._deadlines.append((deadline, _DEADLINE_EXEC, process.id, process.assigned_ms))
+        for queue in self._queues.values():
+            queue.sort()
+        heapq.heapify(self._deadlines)
 
     # --- reading ----------------------------------------------------------------
 
@@ -695,3 +776,8 @@ class Ledger:
         for process in self.processes.values():
             result[process.state.value] += 1
         return result
+
+
+def _refill(mine: dict[K, V], theirs: dict[K, V]) -> None:
+    mine.clear()
+    mine.update(theirs)
