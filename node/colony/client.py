@@ -7,6 +7,16 @@ Reads go to any server. The client never retries a command it may have
 delivered with a *new* sequence number unless the command is idempotent
 (submissions are, by spec id and nonce); callers of non-idempotent commands
 (claims) reconcile by reading instead.
+
+Failover: while the outcome of a command is unknown (the server died or timed
+out after it may have appended it, or it answered "not committed, retry"),
+the client re-sends the *same* signed frame to the next server. The ledger's
+per-author replay window applies a frame at most once, so a retry of a frame
+that was already applied is refused as a replay: the client reports that as
+applied with its answer lost (``Proposed.applied`` with ``lost_answer``), and
+for idempotent commands proposes the body once more, freshly sealed, to learn
+its subject. A server without a live connection gets a short dial deadline,
+so a dead server costs seconds, not the whole timeout.
 """
 
 from __future__ import annotations
@@ -34,10 +44,34 @@ from colonymesh.node.colony.protocol import (
 from colonymesh.node.envelope import EnvelopeSealer
 from colonymesh.node.errors import ColonymeshError
 from colonymesh.node.identity import Signer
-from colonymesh.node.ledger.commands import Admit, SubmitFunction, SubmitWorkflow
+from colonymesh.node.ledger.commands import (
+    AddChild,
+    Admit,
+    RegisterExecutor,
+    RegisterFunction,
+    SetAttribute,
+    SubmitFunction,
+    SubmitWorkflow,
+)
 from colonymesh.node.peer.peer import Peer
 
 log = logging.getLogger("colonymesh.node.colony")
+
+DIAL_TIMEOUT_S = 3.0  # dialling a server we hold no connection to (it may be dead)
+# Commands that give the same result when applied twice: safe to re-seal.
+IDEMPOTENT = (
+    SubmitFunction,
+    SubmitWorkflow,
+    AddChild,
+    Admit,
+    RegisterExecutor,
+    RegisterFunction,
+    SetAttribute,
+)
+# How the ledger refuses a frame whose sequence number it already applied
+# (colonymesh.node.envelope.ReplayWindow): the frame was applied before.
+_REPLAYED = "was already accepted"
+LOST_ANSWER = "applied; its answer was lost with the server"
 
 
 class ColonyUnavailable(ColonymeshError):
@@ -65,11 +99,22 @@ class ColonyClient:
         return self._sealer.seal(body, time.time())
 
     async def propose(self, body: object) -> Proposed:
-        """Deliver one sealed command to the leader; its outcome (applied or refused)."""
-        frame = self.seal(body)
+        """Deliver one sealed command to the leader; its outcome (applied or refused).
+
+        ``applied`` with ``reason == LOST_ANSWER`` and no subject: the command
+        was applied but the server that applied it did not live to say so
+        (only for commands that are not idempotent; see the module docs).
+        """
+        answer = await self._deliver(self.seal(body))
+        if answer.applied and answer.reason == LOST_ANSWER and isinstance(body, IDEMPOTENT):
+            answer = await self._deliver(self.seal(body))
+        return answer
+
+    async def _deliver(self, frame: bytes) -> Proposed:
         deadline = trio.current_time() + self.timeout_s
         candidates = self._candidates()
         last_error = "no server answered"
+        maybe_delivered = False
         while trio.current_time() < deadline:
             server = candidates.pop(0) if candidates else None
             if server is None:
@@ -77,11 +122,17 @@ class ColonyClient:
                 candidates = self._candidates()
                 continue
             try:
+                await self._reach(server, deadline)
+            except ColonymeshError as error:
+                last_error = f"{server[-8:]}: {error}"
+                continue
+            try:
                 answer = await self.peer.request(
                     server, Propose(frame), timeout=max(0.1, deadline - trio.current_time())
                 )
             except ColonymeshError as error:
                 last_error = f"{server[-8:]}: {error}"
+                maybe_delivered = True
                 if self._leader == server:
                     self._leader = None
                 continue
@@ -97,8 +148,23 @@ class ColonyClient:
                     candidates.insert(0, hint)
                 continue
             self._leader = server
+            if answer.retry:  # not committed (leader changed, or slow): same frame again
+                last_error = f"{server[-8:]}: {answer.reason}"
+                maybe_delivered = True
+                await trio.sleep(0.05)
+                candidates = self._candidates()
+                continue
+            if not answer.applied and maybe_delivered and _REPLAYED in answer.reason:
+                return Proposed(True, reason=LOST_ANSWER)
             return answer
         raise ColonyUnavailable(f"command not delivered within {self.timeout_s:g} s ({last_error})")
+
+    async def _reach(self, server: str, deadline: float) -> None:
+        """Dial ``server`` with a short deadline unless a connection is up."""
+        if self.peer.connections.connection_to(server) is None:
+            await self.peer.connections.connect(
+                server, min(deadline, trio.current_time() + DIAL_TIMEOUT_S)
+            )
 
     async def run(self, body: object) -> str:
         """Propose ``body``; return its subject (process/workflow id), or raise its refusal."""
@@ -124,8 +190,11 @@ class ColonyClient:
     # --- reads ------------------------------------------------------------------
 
     def _candidates(self) -> list[str]:
+        """The leader we believe in first, then servers we hold a connection to."""
         ordered = [self._leader] if self._leader in self.servers else []
-        return [*ordered, *(s for s in self.servers if s not in ordered)]
+        rest = [s for s in self.servers if s not in ordered]
+        connected = [s for s in rest if self.peer.connections.connection_to(s) is not None]
+        return [*ordered, *connected, *(s for s in rest if s not in connected)]
 
     async def query(self, body: object, *, wait_s: float = 0.0) -> View:
         deadline = trio.current_time() + self.timeout_s + wait_s
@@ -133,6 +202,7 @@ class ColonyClient:
         while trio.current_time() < deadline:
             for server in self._candidates():
                 try:
+                    await self._reach(server, deadline)
                     answer = await self.peer.request(
                         server, body, timeout=max(0.1, deadline - trio.current_time())
                     )

@@ -34,6 +34,11 @@ class Proposed:
     subject: str = field(default="", metadata=limit(1024))
     not_leader: bool = False
     leader_hint: str = field(default="", metadata=limit(256))
+    # Not committed (the leader lost its term, or the commit was slow): the
+    # outcome is unknown; re-send the same frame (the replay window dedupes).
+    retry: bool = False
+    # For an applied claim: the claimed process's view, sparing the executor a read.
+    view_json: str = field(default="", metadata=limit(VIEW_BYTES_MAX))
 
 
 @message("colony.get_process")

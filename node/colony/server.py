@@ -23,6 +23,7 @@ the founding certificates, all from the colony's configuration.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -39,17 +40,19 @@ from colonymesh.consensus.types import Entry, NodeId
 from colonymesh.node.certs import Certificate
 from colonymesh.node.colony import views
 from colonymesh.node.colony.protocol import (
+    FRAME_BYTES_MAX,
     GetProcess,
     GetWorkflow,
     ListProcesses,
-    Propose,
     Proposed,
     View,
     WaitWork,
 )
-from colonymesh.node.envelope import EnvelopeSealer
+from colonymesh.node.envelope import EnvelopeSealer, decode_frame
+from colonymesh.node.errors import ColonymeshError
 from colonymesh.node.identity import Signer
-from colonymesh.node.ledger.commands import Tick
+from colonymesh.node.ledger import matching
+from colonymesh.node.ledger.commands import Claim, Tick
 from colonymesh.node.ledger.events import CommandApplied, CommandRefused, LedgerEvent
 from colonymesh.node.ledger.ledger import Ledger
 from colonymesh.node.ledger.model import ProcessState
@@ -116,6 +119,7 @@ class LedgerServer:
             raft_config=config.raft,
         )
         self._sealer = EnvelopeSealer(Signer(peer.config.keys), colony.colony_id, time.time())
+        self.hopeless_claims = 0
         for kind, handler in (
             ("colony.propose", self._propose),
             ("colony.get_process", self._get_process),
@@ -152,7 +156,7 @@ class LedgerServer:
         except NotLeader as error:
             return Proposed(False, not_leader=True, leader_hint=error.leader_hint or "")
         except (ProposalLost, ProposalDropped, trio.TooSlowError) as error:
-            return Proposed(False, reason=f"proposal not committed: {error}; retry")
+            return Proposed(False, reason=f"proposal not committed: {error}; retry", retry=True)
         first = events[0]
         if isinstance(first, CommandApplied):
             return Proposed(True, subject=first.subject)
@@ -180,8 +184,41 @@ class LedgerServer:
     # --- handlers ---------------------------------------------------------------
 
     async def _propose(self, incoming: Incoming) -> Proposed:
-        body: Propose = incoming.body
-        return await self.propose_frame(body.command)
+        frame = incoming.body.command
+        try:
+            envelope = decode_frame(frame, FRAME_BYTES_MAX, self.ledger.colony.colony_id).envelope
+        except ColonymeshError:
+            envelope = None  # the ledger refuses it deterministically, with the reason
+        is_claim = envelope is not None and isinstance(envelope.body, Claim)
+        if (
+            is_claim
+            and envelope is not None
+            and self._claim_is_hopeless(envelope.sender, envelope.body)
+        ):
+            self.hopeless_claims += 1
+            return Proposed(False, reason="no waiting process matches this executor")
+        answer = await self.propose_frame(frame)
+        process = self.ledger.processes.get(answer.subject) if answer.applied and is_claim else None
+        if process is not None:
+            answer = dataclasses.replace(answer, view_json=json.dumps(views.process_view(process)))
+        return answer
+
+    def _claim_is_hopeless(self, author: bytes, claim: Claim) -> bool:
+        """A claim-any that this leader's state says would match nothing.
+
+        Such a claim would only add a refusal to the log, so the leader answers
+        it here. The answer is a hint (this replica may trail its own log by a
+        few entries), which costs the executor at most one long-poll round;
+        claims that might succeed always go through Raft.
+        """
+        executor = self.ledger.executors.get(author)
+        if claim.process_id or executor is None or not self.is_leader:
+            return False
+        available = matching.free(
+            executor, (self.ledger.processes[p].spec for p in executor.running)
+        )
+        ready = self.ledger.ready_processes(executor.executor_type)
+        return all(matching.mismatch(p.spec, executor, available) for p in ready)
 
     async def _wait_until(self, ready: Any, wait_s: float) -> None:
         with trio.move_on_after(min(max(wait_s, 0.0), LONG_POLL_MAX_S)):

@@ -161,7 +161,9 @@ class ExecutorService:
                 continue
             if answer.applied:
                 self.stats.claimed += 1
-                await self._execute(answer.subject)
+                await self._execute(
+                    answer.subject, json.loads(answer.view_json) if answer.view_json else None
+                )
             elif "no waiting process" in answer.reason:
                 try:
                     await self.client.wait_work(self.executor_type, self.wait_s)
@@ -171,8 +173,9 @@ class ExecutorService:
                 log.warning("executor %s: claim refused: %s", self.name, answer.reason)
                 await trio.sleep(0.5)
 
-    async def _execute(self, process_id: str) -> None:
-        view = await self.client.process(process_id)
+    async def _execute(self, process_id: str, view: dict[str, Any] | None) -> None:
+        if view is None:
+            view = await self.client.process(process_id)
         if view is None:
             log.warning("executor %s: claimed process %s is not visible yet", self.name, process_id)
             view = await self.client.process(process_id, wait_final_s=0.5)

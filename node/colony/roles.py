@@ -1,0 +1,228 @@
+"""A node's colony roles, from its configuration: serve the ledger, run an executor.
+
+``colonymesh node run`` and ``colonymesh executor run`` build on one
+:class:`~colonymesh.node.peer.peer.Peer`; this module adds what the node's
+certificate and ``node.toml`` ask for:
+
+* **server** — the certificate holds the ``server`` role and the config has a
+  ``[colony]`` section: a :class:`LedgerServer` runs in the node's nursery,
+  its Raft log under ``STATE_DIR/ledger``. The founding voters are
+  ``[colony] servers`` (static for now). Every replica must build the same
+  genesis ledger, so its inputs come only from files all servers share: the
+  colony descriptor and the founding servers' certificates (listed in
+  ``server_certificates``, or found in the colony folder's ``members/``).
+  The genesis time is the colony's creation time, moved forward to the
+  newest founding certificate's ``not_before`` so that every founding
+  certificate is valid at genesis (a server whose certificate is not yet
+  valid in ledger time could not sign the first tick, and time would never
+  advance).
+* **executor** — an :class:`ExecutorService` serving a kind (``python``: a
+  :class:`PythonFunctions` registry imported from ``MODULE:ATTR``).
+
+Members that are not servers find the ledger through ``[colony] servers`` or,
+without it, among their admitted connections whose certificate holds the
+``server`` role (as the SDK does).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import trio
+
+from colonymesh.consensus import RaftConfig
+from colonymesh.executors.base import ExecutorKind
+from colonymesh.executors.python import PythonFunctions
+from colonymesh.node.certs import Certificate, Colony, Role, verify_colony
+from colonymesh.node.colony.server import LedgerServer, ServerConfig
+from colonymesh.node.colonyfiles import MEMBERS_DIR, read_record
+from colonymesh.node.config import ColonySettings
+from colonymesh.node.errors import InputError
+from colonymesh.node.peer.peer import Peer
+
+log = logging.getLogger("colonymesh.node.colony")
+
+LEDGER_DIR = "ledger"
+# Kinds another part of colonymesh provides; until they land, a clear refusal.
+PLANNED_KINDS = {
+    "process": "colonymesh.executors.process",
+    "slurm": "colonymesh.executors.slurm.runtime",
+    "kubernetes": "colonymesh.executors.kubernetes",
+}
+
+
+class RoleError(InputError):
+    """A role cannot start with this configuration; the message says what to fix."""
+
+
+def founding_certificates(
+    settings: ColonySettings, colony_folder: Path, colony: Colony
+) -> tuple[Certificate, ...]:
+    """One certificate per founding server, from the config's list or ``members/``."""
+    colony = verify_colony(colony)
+    paths = list(settings.server_certificates)
+    if not paths:
+        members = colony_folder / MEMBERS_DIR
+        paths = sorted(members.glob("*.cert")) if members.is_dir() else []
+    chosen: dict[str, Certificate] = {}
+    for path in paths:
+        certificate = read_record(path, Certificate)
+        if certificate.colony_id != colony.colony_id or certificate.peer_id not in settings.servers:
+            continue
+        if not certificate.has_role(Role.SERVER):
+            raise RoleError(f"{path}: {certificate.name} is listed as a server but lacks the role")
+        held = chosen.get(certificate.peer_id)
+        # Several certificates of one server (renewals): every replica picks the same one.
+        if held is None or (held.serial, held.not_before) < (
+            certificate.serial,
+            certificate.not_before,
+        ):
+            chosen[certificate.peer_id] = certificate
+    missing = [peer_id for peer_id in settings.servers if peer_id not in chosen]
+    if missing:
+        where = (
+            "[colony] server_certificates"
+            if settings.server_certificates
+            else (f"{colony_folder / MEMBERS_DIR}")
+        )
+        raise RoleError(f"no certificate for server {', '.join(missing)} in {where}")
+    return tuple(chosen[peer_id] for peer_id in settings.servers)
+
+
+def genesis_ms(colony: Colony, certificates: Sequence[Certificate]) -> int:
+    """The ledger's first time: every founding certificate is valid then (see module docs)."""
+    return 1000 * max([colony.created, *(c.not_before for c in certificates)])
+
+
+def server_config(
+    settings: ColonySettings, state_dir: Path, colony_folder: Path, colony: Colony
+) -> ServerConfig:
+    certificates = founding_certificates(settings, colony_folder, colony)
+    return ServerConfig(
+        state_dir=state_dir / LEDGER_DIR,
+        founding_servers=settings.servers,
+        genesis_ms=genesis_ms(colony, certificates),
+        founding_certificates=certificates,
+        raft=RaftConfig(
+            election_timeout_s=settings.election_timeout_s,
+            heartbeat_interval_s=settings.heartbeat_interval_s,
+        ),
+        tick_interval_s=settings.tick_interval_s,
+    )
+
+
+def serves_ledger(peer: Peer, settings: ColonySettings | None) -> bool:
+    """Whether this node is a founding server (and can prove it)."""
+    certificate = peer.certificate
+    if settings is None or certificate is None or not certificate.has_role(Role.SERVER):
+        return False
+    if peer.peer_id not in settings.servers:
+        log.warning(
+            "node %s holds the server role but is not in [colony] servers: not serving the "
+            "ledger (adding voters is not supported yet)",
+            peer.peer_id,
+        )
+        return False
+    return True
+
+
+async def start_server(peer: Peer, config: ServerConfig, nursery: trio.Nursery) -> LedgerServer:
+    server = LedgerServer(peer, config, nursery)
+    await nursery.start(server.run)
+    log.info(
+        "serving the ledger: %d founding servers, raft log in %s",
+        len(config.founding_servers),
+        config.state_dir,
+    )
+    return server
+
+
+def admitted_servers(peer: Peer) -> list[str]:
+    """Peer ids of admitted connections whose certificate holds the server role."""
+    return sorted(
+        {
+            connection.remote_peer_id
+            for connection in peer.gatekeeper.admitted_connections()
+            if (cert := peer.gatekeeper.certificate_of(connection)) is not None
+            and cert.has_role(Role.SERVER)
+        }
+    )
+
+
+async def find_servers(
+    peer: Peer, settings: ColonySettings | None, timeout_s: float, settle_s: float = 1.0
+) -> list[str]:
+    """The ledger's servers: from the config, else among admitted connections."""
+    if settings is not None:
+        return list(settings.servers)
+    with trio.move_on_after(timeout_s):
+        while not admitted_servers(peer):
+            await trio.sleep(0.05)
+        with trio.move_on_after(settle_s):  # the other bootstrap servers admit us shortly after
+            while len(admitted_servers(peer)) < len(peer.config.bootstrap):
+                await trio.sleep(0.05)
+        return admitted_servers(peer)
+    raise RoleError(
+        f"no server peer among the admitted peers after {timeout_s:g} s "
+        "(check [node] bootstrap, or list them in [colony] servers)"
+    )
+
+
+def load_functions(reference: str) -> PythonFunctions:
+    """The :class:`PythonFunctions` registry at ``MODULE:ATTR``."""
+    module_name, _, attribute = reference.partition(":")
+    if not module_name or not attribute:
+        raise RoleError(
+            f"--functions {reference!r}: expected MODULE:ATTR, e.g. mypkg.tasks:functions"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise RoleError(
+            f"--functions {reference!r}: cannot import {module_name}: {error}"
+        ) from None
+    except Exception as error:  # the user's module failed while importing
+        raise RoleError(
+            f"--functions {reference!r}: importing {module_name} failed: "
+            f"{type(error).__name__}: {error}"
+        ) from None
+    registry = getattr(module, attribute, None)
+    if not isinstance(registry, PythonFunctions):
+        raise RoleError(
+            f"--functions {reference!r}: {module_name}.{attribute} is "
+            f"{type(registry).__name__}, not a colonymesh PythonFunctions registry"
+        )
+    if not registry.functions():
+        raise RoleError(f"--functions {reference!r}: the registry has no functions")
+    return registry
+
+
+def executor_kind(kind: str, functions: str) -> ExecutorKind:
+    """The executor kind to serve; a clear error for kinds not available here."""
+    if kind == "python":
+        if not functions:
+            raise RoleError("a python executor needs --functions MODULE:ATTR")
+        return load_functions(functions)
+    if kind in PLANNED_KINDS:
+        raise RoleError(
+            f"executor kind {kind!r} is not available in this build "
+            f"({PLANNED_KINDS[kind]} is not there yet); use --kind python"
+        )
+    raise RoleError(f"unknown executor kind {kind!r}; expected python")
+
+
+__all__ = [
+    "RoleError",
+    "admitted_servers",
+    "executor_kind",
+    "find_servers",
+    "founding_certificates",
+    "genesis_ms",
+    "load_functions",
+    "serves_ledger",
+    "server_config",
+    "start_server",
+]
