@@ -27,6 +27,24 @@ Example (every key but ``key`` and ``colony`` is optional)::
     [control]
     address = "ipc://STATE_DIR/control.sock"
 
+    [colony]                         # the colony's server peers (the Raft voters)
+    servers = ["12D3KooW...", "12D3KooW...", "12D3KooW..."]
+    server_certificates = []         # default: their certificates in the colony's members/
+    election_timeout_s = 0.5
+    heartbeat_interval_s = 0.05
+    tick_interval_s = 0.5
+
+    [executor]                       # what ``colonymesh executor run`` serves
+    kind = "python"
+    functions = "mypkg.tasks:functions"
+    name = "edge-1"                  # default: the certificate's name
+    concurrency = 1
+
+A node whose certificate holds the ``server`` role and whose config has a
+``[colony]`` section serves the ledger: it is one of ``servers`` (the
+founding Raft voters, fixed for now). Any other member uses ``servers`` to
+find the ledger, or, without it, the admitted peers holding the server role.
+
 Relative paths are relative to the folder of the config file. Roles come
 from the certificate, not from here: a node cannot grant itself a role.
 Any defect raises :class:`InputError` naming the file and the key.
@@ -63,7 +81,37 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     ),
     "messaging": ("frame_bytes_max", "request_timeout_s", "handler_timeout_s"),
     "control": ("address",),
+    "colony": (
+        "servers",
+        "server_certificates",
+        "election_timeout_s",
+        "heartbeat_interval_s",
+        "tick_interval_s",
+    ),
+    "executor": ("kind", "functions", "name", "concurrency"),
 }
+EXECUTOR_KINDS = ("python", "process", "slurm", "kubernetes")
+
+
+@dataclass(frozen=True, slots=True)
+class ColonySettings:
+    """``[colony]``: the founding server peers and the Raft timing they share."""
+
+    servers: tuple[str, ...] = ()
+    server_certificates: tuple[Path, ...] = ()
+    election_timeout_s: float = 0.5
+    heartbeat_interval_s: float = 0.05
+    tick_interval_s: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorSettings:
+    """``[executor]``: what ``colonymesh executor run`` serves (flags override)."""
+
+    kind: str = "python"
+    functions: str = ""
+    name: str = ""
+    concurrency: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +129,8 @@ class NodeConfig:
     messaging: MessagingConfig = field(default_factory=MessagingConfig)
     connections: ConnectionsConfig = field(default_factory=ConnectionsConfig)
     control: str = ""
+    colony_settings: ColonySettings | None = None  # None: no [colony] section
+    executor: ExecutorSettings = field(default_factory=ExecutorSettings)
 
     @property
     def control_address(self) -> str:
@@ -128,6 +178,9 @@ class _Reader:
             return None
         if not isinstance(value, str) or not value:
             raise self.fail(key, "expected a path")
+        return self.resolve(value)
+
+    def resolve(self, value: str) -> Path:
         candidate = Path(value).expanduser()
         return candidate if candidate.is_absolute() else self.path.parent / candidate
 
@@ -144,6 +197,45 @@ class _Reader:
                 ) from None
         return tuple(value)
 
+    def texts(self, key: str) -> tuple[str, ...]:
+        value = self.table.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(i, str) and i for i in value):
+            raise self.fail(key, "expected a list of non-empty strings")
+        return tuple(value)
+
+
+def _colony_settings(reader: _Reader, present: bool) -> ColonySettings | None:
+    if not present:
+        return None
+    defaults = ColonySettings()
+    servers = reader.texts("servers")
+    if not servers:
+        raise reader.fail("servers", "required: the peer ids of the colony's founding servers")
+    if len(set(servers)) != len(servers):
+        raise reader.fail("servers", "lists a peer id twice")
+    certificates = tuple(reader.resolve(name) for name in reader.texts("server_certificates"))
+    election = reader.positive("election_timeout_s", float, defaults.election_timeout_s)
+    heartbeat = reader.positive("heartbeat_interval_s", float, defaults.heartbeat_interval_s)
+    if heartbeat >= election:
+        raise reader.fail("heartbeat_interval_s", "must be shorter than election_timeout_s")
+    return ColonySettings(
+        servers=servers,
+        server_certificates=certificates,
+        election_timeout_s=election,
+        heartbeat_interval_s=heartbeat,
+        tick_interval_s=reader.positive("tick_interval_s", float, defaults.tick_interval_s),
+    )
+
+
+def _executor_settings(reader: _Reader) -> ExecutorSettings:
+    defaults = ExecutorSettings()
+    return ExecutorSettings(
+        kind=reader.choice("kind", EXECUTOR_KINDS, defaults.kind),
+        functions=reader.get("functions", str, defaults.functions),
+        name=reader.get("name", str, defaults.name),
+        concurrency=reader.positive("concurrency", int, defaults.concurrency),
+    )
+
 
 def parse_config(path: Path, text: str) -> NodeConfig:
     try:
@@ -158,9 +250,9 @@ def parse_config(path: Path, text: str) -> NodeConfig:
         for key in table:
             if key not in _SECTIONS[section]:
                 raise InputError(f"{path}: [{section}] {key}: unknown key")
-    node, log, gating, messaging, control = (
+    node, log, gating, messaging, control, colony_section, executor = (
         _Reader(path, name, document.get(name, {}))
-        for name in ("node", "log", "gating", "messaging", "control")
+        for name in ("node", "log", "gating", "messaging", "control", "colony", "executor")
     )
     key = node.path_of("key", None)
     colony = node.path_of("colony", None)
@@ -212,6 +304,8 @@ def parse_config(path: Path, text: str) -> NodeConfig:
             peers_max=gating.positive("peers_max", int, defaults.peers_max)
         ),
         control=address,
+        colony_settings=_colony_settings(colony_section, "colony" in document),
+        executor=_executor_settings(executor),
     )
 
 
@@ -233,7 +327,12 @@ def load_config(path: Path) -> NodeConfig:
 
 
 def default_config_text(
-    key: str, colony: str, certificate: str | None, listen: str, bootstrap: list[str]
+    key: str,
+    colony: str,
+    certificate: str | None,
+    listen: str,
+    bootstrap: list[str],
+    servers: list[str] | None = None,
 ) -> str:
     """A commented node.toml with the defaults, for ``colonymesh node init``."""
     lines = [
@@ -260,6 +359,31 @@ def default_config_text(
         "allow_strangers_identify_ping = false",
         "strangers_grace_s = 5.0",
         "peers_max = 256",
+        "",
+        "# The colony's server peers (founding Raft voters; 3 or 5). A node whose",
+        "# certificate holds the server role serves the ledger when this section is",
+        "# present; other members use it to find the ledger (without it: the admitted",
+        "# peers holding the server role). Server certificates default to the",
+        "# colony folder's members/*.cert.",
+        *(
+            [
+                "[colony]",
+                f"servers = [{', '.join(_toml_string(s) for s in servers)}]",
+            ]
+            if servers
+            else ["# [colony]", '# servers = ["12D3KooW...", "12D3KooW...", "12D3KooW..."]']
+        ),
+        "# server_certificates = []",
+        "# election_timeout_s = 0.5",
+        "# heartbeat_interval_s = 0.05",
+        "# tick_interval_s = 0.5",
+        "",
+        "# What `colonymesh executor run --config THIS_FILE` serves (flags override).",
+        "# [executor]",
+        '# kind = "python"                     # python (process, slurm: not yet)',
+        '# functions = "mypkg.tasks:functions"  # MODULE:ATTR, a PythonFunctions registry',
+        '# name = "edge-1"                      # default: the certificate\'s name',
+        "# concurrency = 1",
         "",
     ]
     return "\n".join(lines)

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from colonymesh import __version__
 from colonymesh.node.cli import colony, demo, dev, fs, keys, node, work
+from colonymesh.node.cli import executor as executor_cli
 from colonymesh.node.errors import ColonymeshError
 
 EXIT_ERROR = 1
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     fs.register(commands)
     dev.register(commands)
     work.register(commands)
+    executor_cli.register(commands)
     node.register(commands)
     return parser
 

@@ -65,6 +65,12 @@ def register(commands: Any) -> None:
     init.add_argument("--certificate", help="this node's certificate")
     init.add_argument("--listen", default="/ip4/127.0.0.1/tcp/4001")
     init.add_argument("--bootstrap", action="append", default=[], help="repeatable")
+    init.add_argument(
+        "--server",
+        action="append",
+        default=[],
+        help="peer id of a founding server peer, repeatable: writes [colony] servers",
+    )
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
     add_json_flag(init)
     init.set_defaults(handler=_init)
@@ -167,6 +173,21 @@ def _status(args: argparse.Namespace) -> int:
         "refused:      "
         + (", ".join(f"{cause} {count}" for cause, count in sorted(refused.items())) or "none"),
     ]
+    ledger = status.get("ledger")
+    if ledger:
+        lines.append(
+            f"ledger:       raft {ledger['role']} term {ledger['term']} commit {ledger['commit']}"
+            f" leader {ledger['leader'] or '(none)'}"
+        )
+    executor = status.get("executor")
+    if executor:
+        stats = executor.get("stats", {})
+        lines.append(
+            f"executor:     {executor['name']} ({executor['type']}) running "
+            f"{len(executor['running'])}, claimed {stats.get('claimed', 0)}, "
+            f"succeeded {stats.get('succeeded', 0)}, failed {stats.get('failed', 0)}"
+            + (f"; {executor['error']}" if executor.get("error") else "")
+        )
     emit(args, status, lines)
     return 0
 
@@ -205,7 +226,9 @@ def _connect(args: argparse.Namespace) -> int:
 def _init(args: argparse.Namespace) -> int:
     from colonymesh.node.config import default_config_text, parse_config
 
-    text = default_config_text(args.key, args.colony, args.certificate, args.listen, args.bootstrap)
+    text = default_config_text(
+        args.key, args.colony, args.certificate, args.listen, args.bootstrap, args.server
+    )
     parse_config(args.out, text)  # what we write must load
     if args.out.exists() and not args.force:
         raise InputError(f"{args.out}: already exists (use --force to overwrite)")

@@ -77,8 +77,9 @@ def register(commands: Any) -> None:
     )
     _common(lget, _log_get)
 
-    executor = commands.add_parser("executor", help="executors of the colony")
-    esub = executor.add_subparsers(dest="executor_command", metavar="ACTION", required=True)
+
+def add_executor_ls(esub: Any) -> None:
+    """``executor ls``, under the ``executor`` parser that :mod:`.executor` owns."""
     els = esub.add_parser("ls", help="registered executors with their capabilities")
     _common(els, _executor_ls)
 

@@ -125,6 +125,8 @@ class ColonyClient:
                 await self._reach(server, deadline)
             except ColonymeshError as error:
                 last_error = f"{server[-8:]}: {error}"
+                if self._leader == server:
+                    self._leader = None
                 continue
             try:
                 answer = await self.peer.request(

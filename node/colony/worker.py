@@ -18,6 +18,13 @@ On start it reconciles: processes the ledger still assigns to it (left by a
 crash of this executor) are handed back by unregistering and registering
 again, which re-queues them without using their retries. On shutdown it
 unregisters, re-queuing whatever it was running.
+
+Leader failover: a claim whose answer was lost (the leader died after
+committing it) leaves a process assigned here that no slot runs; the slot
+then adopts processes the ledger assigns to this executor that it is not
+running. A close or fail whose delivery is in doubt is re-sent until the
+colony answers; a refusal because the process is no longer running is
+success when the ledger shows our own outcome (the first delivery applied).
 """
 
 from __future__ import annotations
@@ -31,7 +38,12 @@ from typing import Any
 import trio
 
 from colonymesh.executors.base import ExecutorKind, ProcessFailed
-from colonymesh.node.colony.client import ColonyClient, ColonyUnavailable, CommandRefused
+from colonymesh.node.colony.client import (
+    LOST_ANSWER,
+    ColonyClient,
+    ColonyUnavailable,
+    CommandRefused,
+)
 from colonymesh.node.errors import ColonymeshError
 from colonymesh.node.ledger.commands import (
     AddChild,
@@ -47,6 +59,7 @@ from colonymesh.node.ledger.commands import (
 from colonymesh.node.spec import FunctionSpec, parse_function_spec
 
 log = logging.getLogger("colonymesh.node.executor")
+REPORT_RETRY_S = 0.5
 
 
 class ExecutorConfigError(ColonymeshError):
@@ -116,6 +129,7 @@ class ExecutorService:
         self.wait_s = wait_s
         self.stats = WorkerStatistics()
         self.running: dict[str, trio.CancelScope] = {}
+        self._taken: set[str] = set()  # claimed or adopted by a slot, not yet reported
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await self._register()
@@ -158,12 +172,12 @@ class ExecutorService:
             except ColonyUnavailable as error:
                 log.warning("executor %s: colony unavailable: %s", self.name, error)
                 await trio.sleep(1.0)
+                await self._adopt()  # the claim may have been applied
                 continue
-            if answer.applied:
-                self.stats.claimed += 1
-                await self._execute(
-                    answer.subject, json.loads(answer.view_json) if answer.view_json else None
-                )
+            if answer.applied and answer.reason == LOST_ANSWER:
+                await self._adopt()
+            elif answer.applied:
+                await self._execute(answer.subject)
             elif "no waiting process" in answer.reason:
                 try:
                     await self.client.wait_work(self.executor_type, self.wait_s)
@@ -173,14 +187,52 @@ class ExecutorService:
                 log.warning("executor %s: claim refused: %s", self.name, answer.reason)
                 await trio.sleep(0.5)
 
-    async def _execute(self, process_id: str, view: dict[str, Any] | None) -> None:
-        if view is None:
-            view = await self.client.process(process_id)
-        if view is None:
-            log.warning("executor %s: claimed process %s is not visible yet", self.name, process_id)
-            view = await self.client.process(process_id, wait_final_s=0.5)
-            if view is None:
+    async def _adopt(self) -> None:
+        """Run one process the ledger assigns here that no slot runs (a claim's lost answer)."""
+        mine = self.client.peer.peer_id
+        try:
+            assigned = await self.client.processes("running", self.executor_type, 10_000)
+        except ColonyUnavailable:
+            return
+        for view in assigned:
+            if view["executor"] == mine and view["processid"] not in self._taken:
+                log.info(
+                    "executor %s: adopting %s (claim answer lost)", self.name, view["processid"]
+                )
+                await self._execute(view["processid"])
                 return
+
+    async def _execute(self, process_id: str) -> None:
+        if process_id in self._taken:
+            return
+        self._taken.add(process_id)
+        try:
+            self.stats.claimed += 1
+            await self._execute_taken(process_id)
+        finally:
+            self._taken.discard(process_id)
+
+    async def _view(self, process_id: str) -> dict[str, Any] | None:
+        """The process as the colony has it, waiting out a failover; None if not visible."""
+        for _ in range(30):
+            try:
+                view = await self.client.process(process_id)
+                if view is None:  # a lagging replica has not applied the claim yet
+                    view = await self.client.process(process_id, wait_final_s=0.5)
+                return view
+            except ColonyUnavailable as error:
+                log.warning("executor %s: cannot read %s: %s", self.name, process_id, error)
+                await trio.sleep(1.0)
+        return None
+
+    async def _execute_taken(self, process_id: str) -> None:
+        view = await self._view(process_id)
+        if view is None:
+            log.warning("executor %s: claimed process %s is not visible", self.name, process_id)
+            return
+        if view["state"] != "running" or view["executor"] != self.client.peer.peer_id:
+            log.info("executor %s: %s is no longer ours (%s)", self.name, process_id, view["state"])
+            return
         spec = parse_function_spec(view["spec"])
         context = _Context(self.client, process_id, spec, view["input"])
         outcome: object = None
@@ -208,23 +260,42 @@ class ExecutorService:
         await self._report(process_id, outcome)
 
     async def _report(self, process_id: str, outcome: object) -> None:
-        try:
-            if isinstance(outcome, ProcessFailed):
+        if isinstance(outcome, ProcessFailed):
+            await self._deliver_outcome(process_id, Fail(process_id, outcome.errors), "failed")
+            self.stats.failed += 1
+        elif isinstance(outcome, list):
+            try:
+                output = json.dumps(outcome)
+            except (TypeError, ValueError) as error:
+                errors = (f"output is not JSON: {error}",)
+                await self._deliver_outcome(process_id, Fail(process_id, errors), "failed")
                 self.stats.failed += 1
-                await self.client.run(Fail(process_id, outcome.errors))
-            elif isinstance(outcome, list):
-                try:
-                    output = json.dumps(outcome)
-                except (TypeError, ValueError) as error:
-                    self.stats.failed += 1
-                    await self.client.run(Fail(process_id, (f"output is not JSON: {error}",)))
-                    return
-                await self.client.run(Close(process_id, output))
+                return
+            if await self._deliver_outcome(process_id, Close(process_id, output), "success"):
                 self.stats.succeeded += 1
-        except CommandRefused as refusal:  # cancelled or taken away meanwhile
-            log.info("executor %s: result for %s refused: %s", self.name, process_id, refusal)
-        except ColonyUnavailable as error:
-            log.warning("executor %s: could not report %s: %s", self.name, process_id, error)
+
+    async def _deliver_outcome(self, process_id: str, command: Close | Fail, state: str) -> bool:
+        """Deliver a close or fail until the colony answers; whether our outcome stands."""
+        while True:
+            try:
+                await self.client.run(command)
+                return True
+            except CommandRefused as refusal:
+                view = await self._view(process_id)
+                if view is not None and self._ours(view, command, state):
+                    return True  # an earlier delivery applied (the answer was lost)
+                log.info("executor %s: result for %s refused: %s", self.name, process_id, refusal)
+                return False
+            except ColonyUnavailable as error:
+                log.warning("executor %s: reporting %s again: %s", self.name, process_id, error)
+                await trio.sleep(REPORT_RETRY_S)
+
+    def _ours(self, view: dict[str, Any], command: Close | Fail, state: str) -> bool:
+        if view["state"] != state or view["executor"] != self.client.peer.peer_id:
+            return False
+        if isinstance(command, Close):
+            return bool(view["output"] == json.loads(command.output_json))
+        return all(error in view["errors"] for error in command.errors)
 
     async def _watch(self, process_id: str, scope: trio.CancelScope) -> None:
         """Stop the run if the ledger no longer has it running here."""

@@ -1,5 +1,11 @@
 """What ``colonymesh node run`` runs: one :class:`Peer`, its control channel, until a signal.
 
+Besides the peer, the node takes the colony roles its certificate and config
+give it (:mod:`colonymesh.node.colony.roles`): a founding server serves the
+ledger (Raft replica and member requests), and ``colonymesh executor run``
+adds an executor service. ``status`` reports the Raft role, term, leader and
+commit index while serving, and the executor's counters while executing.
+
 Startup loads and cross-checks the key, colony and certificate (a mismatch
 is an :class:`InputError` naming the file), opens the peer, binds the
 control socket, and logs one "ready" line. A task watches the colony's
@@ -11,6 +17,7 @@ with its control socket removed.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -21,14 +28,19 @@ from typing import Any
 import trio
 
 from colonymesh import __version__
-from colonymesh.node.certs import Certificate, Membership, Revocation
+from colonymesh.executors.base import ExecutorKind
+from colonymesh.node.certs import Certificate, Membership, Revocation, Role
+from colonymesh.node.colony import roles
+from colonymesh.node.colony.client import ColonyClient, ColonyUnavailable, CommandRefused
+from colonymesh.node.colony.server import LedgerServer
+from colonymesh.node.colony.worker import ExecutorService
 from colonymesh.node.colonyfiles import (
     REVOCATIONS_FILE,
     read_colony,
     read_record,
     read_revocations,
 )
-from colonymesh.node.config import NodeConfig
+from colonymesh.node.config import ExecutorSettings, NodeConfig
 from colonymesh.node.control import ControlServer, check_address
 from colonymesh.node.errors import ColonymeshError, InputError
 from colonymesh.node.identity import read_key_file
@@ -82,17 +94,67 @@ def build_peer_config(config: NodeConfig) -> tuple[PeerConfig, Path]:
     return peer_config, folder
 
 
-async def run_node(config: NodeConfig) -> int:
+class Roles:
+    """The colony roles this node runs (for ``status``)."""
+
+    def __init__(self) -> None:
+        self.server: LedgerServer | None = None
+        self.executor: ExecutorService | None = None
+        self.executor_error = ""
+
+    def status(self) -> dict[str, Any]:
+        document: dict[str, Any] = {}
+        if self.server is not None:
+            raft = self.server.driver.status()
+            document["ledger"] = {
+                "role": raft.role.name.lower(),
+                "term": raft.term,
+                "leader": raft.leader or "",
+                "commit": raft.commit,
+                "applied": raft.applied,
+                "voters": list(raft.conf.voters),
+                "processes": self.server.ledger.counts(),
+            }
+        if self.executor is not None or self.executor_error:
+            service = self.executor
+            document["executor"] = {
+                "name": service.name if service else "",
+                "type": service.executor_type if service else "",
+                "running": sorted(service.running) if service else [],
+                "stats": dataclasses.asdict(service.stats) if service else {},
+                "error": self.executor_error,
+            }
+        return document
+
+
+async def run_node(config: NodeConfig, executor: ExecutorSettings | None = None) -> int:
+    """Run the node (and, given ``executor``, an executor service) until a signal."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         peer_config, folder = build_peer_config(config)
         check_address(config.control_address)
         config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        kind = roles.executor_kind(executor.kind, executor.functions) if executor else None
+        server_config = None
+        if config.colony_settings is not None:
+            server_config = roles.server_config(
+                config.colony_settings,
+                config.state_dir,
+                folder,
+                peer_config.membership.colony,
+            )
         async with trio.open_nursery() as top:
             top.start_soon(_stop_on_signal, signals, top.cancel_scope)
-            async with Peer.open(peer_config) as peer:
-                control = ControlServer(config.control_address, _commands(peer, config, folder))
+            async with Peer.open(peer_config) as peer, trio.open_nursery() as duties:
+                state = Roles()
+                control = ControlServer(
+                    config.control_address, _commands(peer, config, folder, state)
+                )
                 await top.start(control.serve)
                 top.start_soon(_watch_revocations, peer, folder)
+                if server_config is not None and roles.serves_ledger(peer, config.colony_settings):
+                    state.server = await roles.start_server(peer, server_config, duties)
+                if executor is not None and kind is not None:
+                    duties.start_soon(_run_executor, peer, config, executor, kind, state)
                 log.info(
                     "node %s ready: colony %s, listening on %s, control at %s",
                     peer.peer_id,
@@ -103,6 +165,44 @@ async def run_node(config: NodeConfig) -> int:
                 await trio.sleep_forever()
     log.info("node stopped")
     return 0
+
+
+async def _run_executor(
+    peer: Peer,
+    config: NodeConfig,
+    settings: ExecutorSettings,
+    kind: ExecutorKind,
+    state: Roles,
+) -> None:
+    """Serve ``kind`` until cancelled; registration waits for the colony to answer."""
+    certificate = peer.certificate
+    if certificate is None or not certificate.has_role(Role.EXECUTOR):
+        state.executor_error = "this node's certificate lacks the executor role"
+        log.error("cannot run an executor: %s", state.executor_error)
+        return
+    while True:
+        try:
+            servers = await roles.find_servers(peer, config.colony_settings, timeout_s=30.0)
+        except roles.RoleError as error:
+            state.executor_error = str(error)
+            log.warning("executor: %s; retrying", error)
+            continue
+        client = ColonyClient(peer, servers)
+        service = ExecutorService(
+            client,
+            kind,
+            name=settings.name or certificate.name,
+            concurrency=settings.concurrency,
+        )
+        state.executor = service
+        try:
+            await service.run()
+            return
+        except (ColonyUnavailable, CommandRefused) as error:
+            # Registration needs a leader; a refusal (e.g. the name is taken) may clear.
+            state.executor_error = str(error)
+            log.warning("executor %s: not registered: %s; retrying", service.name, error)
+            await trio.sleep(1.0)
 
 
 async def _stop_on_signal(signals: Any, scope: trio.CancelScope) -> None:
@@ -137,7 +237,7 @@ async def _watch_revocations(peer: Peer, folder: Path) -> None:
         await trio.sleep(REVOCATIONS_POLL_S)
 
 
-def _commands(peer: Peer, config: NodeConfig, folder: Path) -> dict[str, Any]:
+def _commands(peer: Peer, config: NodeConfig, folder: Path, state: Roles) -> dict[str, Any]:
     async def ping(args: dict[str, Any]) -> dict[str, Any]:
         peer_id = args.get("peer_id")
         if peer_id is None:
@@ -157,6 +257,7 @@ def _commands(peer: Peer, config: NodeConfig, folder: Path) -> dict[str, Any]:
             "version": __version__,
             "config": str(config.path.resolve()),
             "control": config.control_address,
+            **state.status(),
         }
 
     async def peers(args: dict[str, Any]) -> dict[str, Any]:
