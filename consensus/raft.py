@@ -201,8 +201,13 @@ class RaftNode:
         )
 
     def step(self, msg: Message, now: float) -> None:
-        """Feed one message from a peer. Malformed input raises RaftProtocolError
-        before any state changes."""
+        """Feed one message from a peer.
+
+        A structurally malformed message (or one not addressed to us) raises
+        :class:`RaftProtocolError` before any state changes; a well-formed one
+        that no correct peer could send (a second leader for our term, an
+        oversized snapshot) raises it too. The driver drops the message and
+        carries on."""
         validate_message(msg)
         if msg.dst != self.id or msg.src == self.id:
             raise RaftProtocolError(f"message {msg.src}->{msg.dst} delivered to {self.id}")
