@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import math
 import random
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -173,6 +174,7 @@ class Simulator:
         "_nodes",
         "_seq",
         "checkers",
+        "events_limit",
         "network",
         "now",
         "on_crash",
@@ -194,6 +196,7 @@ class Simulator:
         self.on_restart: list[Callable[[int], None]] = []
         self.violation: str | None = None
         self.violation_at: tuple[float, int] | None = None
+        self.events_limit = 1 << 62
         self._heap: list[tuple[float, int, int, int, Any, Any]] = []
         self._seq = 0
         self._nodes: list[_Node] = []
@@ -327,7 +330,7 @@ class Simulator:
 
     def _rearm(self, node: _Node, adapter: Adapter) -> None:
         d = adapter.next_deadline()
-        if d is None:
+        if d is None or d == math.inf:
             if node.timer_at is not None:
                 node.timer_gen += 1
                 node.timer_at = None
@@ -343,8 +346,9 @@ class Simulator:
     def run_until(self, t_end: float, *, events_max: int = 0) -> bool:
         """Process events up to virtual time ``t_end``; False if a violation stopped the run.
 
-        ``events_max`` > 0 bounds the events processed by this call (a limit
-        on everything: a livelocked core cannot hang the run).
+        ``events_max`` > 0 bounds the events processed by this call. The
+        whole run is also bounded by ``events_limit``: a core that floods the
+        network cannot hang a sweep, and exhausting the limit is a finding.
         """
         if self.violation is not None:
             return False
@@ -354,6 +358,12 @@ class Simulator:
         checkers = self.checkers
         stats = self.stats
         budget = events_max if events_max > 0 else -1
+        left = self.events_limit - stats.events
+        if left <= 0:
+            self._fail(f"event limit of {self.events_limit} reached (a message or timer storm?)")
+            return False
+        if budget < 0 or budget > left:
+            budget = left
         last_t = -1.0
         same_instant = 0
         events = 0
@@ -424,7 +434,12 @@ class Simulator:
         finally:
             stats.events += events
         if budget == 0 and heap and heap[0][0] <= t_end:
-            return True  # stopped by the event budget, not at t_end
+            if self.stats.events >= self.events_limit:
+                self._fail(
+                    f"event limit of {self.events_limit} reached (a message or timer storm?)"
+                )
+                return False
+            return True  # stopped by the caller's event budget, not at t_end
         self.now = max(self.now, t_end)
         return True
 

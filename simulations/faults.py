@@ -18,14 +18,14 @@ Invariant: all draws come from the simulator's single ``random.Random``.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 from colonymesh.simulations.engine import Simulator
 
 # An armed torn crash waits this long for the node's next write before it
 # crashes the node plainly.
-_TORN_WINDOW_S = 0.05
+_TORN_WINDOW_S = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,12 +82,25 @@ class FaultProfile:
 class FaultInjector:
     """Plays a :class:`FaultProfile` on a simulator over a set of target nodes until stopped."""
 
-    __slots__ = ("_active", "partitions", "profile", "sim", "targets")
+    __slots__ = ("_active", "focus", "partitions", "profile", "sim", "targets")
 
-    def __init__(self, sim: Simulator, profile: FaultProfile, targets: Sequence[int]) -> None:
+    def __init__(
+        self,
+        sim: Simulator,
+        profile: FaultProfile,
+        targets: Sequence[int],
+        *,
+        focus: Callable[[], int | None] | None = None,
+    ) -> None:
+        """``focus`` names the node whose failure hurts most (a Raft leader, say).
+
+        Half of the crashes and of the single-node isolations then hit it,
+        when it is up, rather than a uniformly drawn target.
+        """
         self.sim = sim
         self.profile = profile
         self.targets = list(targets)
+        self.focus = focus
         self.partitions = 0
         self._active = False
 
@@ -130,6 +143,10 @@ class FaultInjector:
         rng.shuffle(nodes)
         kind = rng.randrange(2)
         if kind == 0:  # isolate one node
+            focus = self._focus()
+            if focus is not None and focus in nodes:
+                nodes.remove(focus)
+                nodes.insert(0, focus)
             sides: list[list[int]] = [nodes[:1], nodes[1:]]
         else:  # a random split into two sides
             cut = 1 + rng.randrange(max(1, len(nodes) - 1))
@@ -154,11 +171,20 @@ class FaultInjector:
         down = len(self.targets) - len(up)
         if up and down + 1 <= p.down_max_fraction * len(self.targets):
             victim = up[sim.rng.randrange(len(up))]
+            focus = self._focus()
+            if focus is not None and focus in up:
+                victim = focus
             torn_within_s = _TORN_WINDOW_S if sim.rng.random() < p.torn_write_fraction else 0.0
             sim.crash(victim, torn_within_s=torn_within_s)
             delay_s = torn_within_s + self._exp(p.downtime_s)
             sim.call_later(delay_s, lambda: self._restart(victim))
         sim.call_later(self._exp(p.crash_interval_s), self._crash)
+
+    def _focus(self) -> int | None:
+        """The focus node half of the time (one draw, only when a focus is set)."""
+        if self.focus is None or self.sim.rng.random() < 0.5:
+            return None
+        return self.focus()
 
     def _restart(self, index: int) -> None:
         if self._active:

@@ -1,0 +1,443 @@
+"""The ``raft`` scenario: N real Raft cores under a seeded fault swarm, then healed.
+
+What it owns: :class:`RaftServer`, the simulator adapter around
+:class:`~colonymesh.consensus.RaftNode` (the same persist -> send -> apply
+contract the trio driver honours), and :func:`run`, one seeded run:
+
+1. **Safety phase.** ``peers`` servers and a few :class:`~colonymesh.
+   simulations.kv.KvClient` nodes; a :class:`~colonymesh.simulations.faults.
+   FaultProfile` drawn from the seed plays loss, duplication, delay,
+   reordering, partitions (some one-way), crashes and torn writes. The
+   :class:`~colonymesh.simulations.raft_checks.RaftChecker` runs after every
+   step.
+2. **Heal phase.** Faults off, every server restarted, network whole. Within
+   ``heal_bound_s`` the cluster must have a leader, a client operation
+   invoked after the heal must complete, and every server must have applied
+   the same, complete log.
+3. **Final checks.** Every acknowledged write is in every server's state
+   machine; the clients' history is linearizable.
+
+The servers snapshot their key-value state every ``snapshot_every`` applied
+entries and hand it to the core (``compact``), so snapshots, log compaction
+and snapshot transfer to lagging servers are exercised too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, cast
+
+from colonymesh.consensus import (
+    Message,
+    NotLeader,
+    ProposalDropped,
+    RaftConfig,
+    RaftNode,
+    RaftProtocolError,
+    Role,
+)
+from colonymesh.consensus.types import (
+    ConfState,
+    Entry,
+    EntryKind,
+    HardState,
+    LogIndex,
+    NodeId,
+    Snapshot,
+)
+from colonymesh.simulations.engine import InvariantViolation, NodeIO, Simulator
+from colonymesh.simulations.faults import FaultInjector, FaultProfile
+from colonymesh.simulations.kv import ClientRequest, ClientResponse, KvClient, KvStore, KvWorkload
+from colonymesh.simulations.linearizability import check_kv
+from colonymesh.simulations.raft_checks import RaftChecker
+from colonymesh.simulations.runner import ScenarioResult
+
+
+@dataclass(frozen=True, slots=True)
+class RaftScenarioConfig:
+    peers: int = 5
+    clients: int = 3
+    keys: int = 2  # few keys: more contention, sharper linearizability checks
+    safety_s: float = 20.0
+    heal_bound_s: float = 15.0
+    snapshot_every: int = 64
+    election_timeout_s: float = 0.3
+    heartbeat_interval_s: float = 0.05
+    events_max: int = 2_000_000  # for the whole run; a 20 s run takes ~20,000
+
+
+class RaftCluster:
+    """What the servers share across restarts: names, the checker, the workload."""
+
+    def __init__(self, cfg: RaftScenarioConfig, workload: KvWorkload) -> None:
+        self.cfg = cfg
+        self.ids = [NodeId(f"s{i}") for i in range(cfg.peers)]
+        self.index_of = {nid: i for i, nid in enumerate(self.ids)}
+        self.conf = ConfState(voters=tuple(self.ids))
+        self.raft_config = RaftConfig(
+            election_timeout_s=cfg.election_timeout_s,
+            heartbeat_interval_s=cfg.heartbeat_interval_s,
+        )
+        self.checker = RaftChecker(self.ids)
+        self.workload = workload
+        self.servers: list[RaftServer | None] = [None] * cfg.peers
+
+
+def replay(records: list[object]) -> tuple[HardState | None, list[Entry], Snapshot | None]:
+    """Rebuild (hard state, entries, snapshot) from a server's disk records, in write order.
+
+    Mirrors the :class:`~colonymesh.consensus.Ready` contract: an entry
+    replaces every stored entry from its index on; a snapshot drops every
+    entry at or below its index.
+    """
+    hard_state: HardState | None = None
+    snapshot: Snapshot | None = None
+    entries: list[Entry] = []
+    for record in records:
+        if isinstance(record, HardState):
+            hard_state = record
+        elif isinstance(record, Entry):
+            base = 0 if snapshot is None else int(snapshot.meta.index)
+            k = int(record.index) - base - 1
+            if k < 0:
+                continue
+            if k > len(entries):
+                raise ValueError(f"disk holds entry {record.index} after a gap")
+            del entries[k:]
+            entries.append(record)
+        elif isinstance(record, Snapshot):
+            entries = [e for e in entries if e.index > record.meta.index]
+            snapshot = record
+        else:
+            raise ValueError(f"unknown disk record {record!r}")
+    return hard_state, entries, snapshot
+
+
+class RaftServer:
+    """Simulator adapter for one Raft server with a key-value state machine on top.
+
+    ``store_cls`` and :meth:`load_disk` are the seams the tests use to plant
+    bugs (a store without sessions, a disk that loses acknowledged writes)
+    and prove the checkers catch them.
+    """
+
+    store_cls: type[KvStore] = KvStore
+
+    def __init__(self, io: NodeIO, cluster: RaftCluster) -> None:
+        self.io = io
+        self.cluster = cluster
+        self.index = io.index
+        self.node: RaftNode | None = None
+        self.kv = self.store_cls()
+        self.applied = 0
+        self.snapshot_index = 0
+        self.waiting: dict[tuple[int, int], int] = {}  # (client, seq) -> client node
+
+    def _node(self) -> RaftNode:
+        if self.node is None:
+            raise RuntimeError("server not started")
+        return self.node
+
+    def start(self, now: float) -> None:
+        c = self.cluster
+        hard_state, entries, snapshot = self.load_disk()
+        if snapshot is not None:
+            self.kv = self.store_cls.decode(snapshot.data)
+            self.applied = self.snapshot_index = int(snapshot.meta.index)
+            c.checker.restored(self.index, snapshot)
+        self.node = RaftNode(
+            c.ids[self.index],
+            c.conf,
+            c.raft_config,
+            self.io.rng,
+            now,
+            hard_state=hard_state,
+            entries=entries,
+            snapshot=snapshot,
+            applied=LogIndex(self.applied),
+        )
+        c.servers[self.index] = self
+        self._drain(now)
+
+    def load_disk(self) -> tuple[HardState | None, list[Entry], Snapshot | None]:
+        """What the core restarts from: everything durable on this server's disk."""
+        return replay(self.io.disk.records)
+
+    def next_deadline(self) -> float | None:
+        return None if self.node is None else self.node.next_deadline()
+
+    def fire(self, now: float) -> None:
+        self._node().handle_timer(now)
+        self._drain(now)
+
+    def deliver(self, src: int, msg: object, now: float) -> None:
+        if isinstance(msg, ClientRequest):
+            self._client_request(src, msg)
+        else:
+            try:
+                self._node().step(_as_message(msg), now)
+            except RaftProtocolError as exc:
+                # The real driver drops the frame and carries on. Here every peer
+                # runs the same honest code, so a malformed message is a bug.
+                raise InvariantViolation(
+                    f"{self.cluster.ids[self.index]} rejected a malformed message "
+                    f"from node {src}: {exc}"
+                ) from exc
+        self._drain(now)
+
+    def _client_request(self, src: int, req: ClientRequest) -> None:
+        done, result = self.kv.cached(req.client, req.seq)
+        if done:
+            self.io.send(src, ClientResponse(req.client, req.seq, True, result))
+            return
+        try:
+            self._node().propose(KvStore.encode_command(req))
+        except NotLeader as exc:
+            hint = self.cluster.index_of.get(exc.leader_hint, -1) if exc.leader_hint else -1
+            self.io.send(src, ClientResponse(req.client, req.seq, False, leader_hint=hint))
+            return
+        except ProposalDropped:
+            self.io.send(src, ClientResponse(req.client, req.seq, False))
+            return
+        self.waiting[(req.client, req.seq)] = src
+
+    def _drain(self, now: float) -> None:
+        """Honour every Ready: persist, then send, then apply, then advance."""
+        node = self._node()
+        checker = self.cluster.checker
+        while True:
+            rd = node.ready()
+            if rd is None:
+                break
+            records: list[object] = []
+            if rd.snapshot is not None:
+                records.append(rd.snapshot)
+            records.extend(rd.entries)
+            if rd.hard_state is not None:
+                records.append(rd.hard_state)
+            if records:
+                self.io.persist(records)
+                checker.persisted(self.index, records)
+                if rd.snapshot is not None:
+                    self._compact_disk()
+            index_of = self.cluster.index_of
+            for m in rd.messages:
+                self.io.send(index_of[m.dst], m)
+            if rd.snapshot is not None and rd.restore_snapshot:
+                self.kv = self.store_cls.decode(rd.snapshot.data)
+                self.applied = int(rd.snapshot.meta.index)
+                checker.restored(self.index, rd.snapshot)
+            if rd.committed_entries:
+                term = int(node.status().term)
+                for e in rd.committed_entries:
+                    checker.applying(self.index, e, term)
+                    self._apply(e)
+            node.advance(rd)
+        self._maybe_snapshot()
+
+    def _apply(self, e: Entry) -> None:
+        self.applied = int(e.index)
+        if e.kind != EntryKind.NORMAL:
+            return
+        outcome = self.kv.apply(e.data)
+        if outcome is None:
+            return
+        client, seq, result = outcome
+        dst = self.waiting.pop((client, seq), None)
+        if dst is not None:
+            self.io.send(dst, ClientResponse(client, seq, True, result))
+
+    def _maybe_snapshot(self) -> None:
+        every = self.cluster.cfg.snapshot_every
+        if every and self.applied - self.snapshot_index >= every:
+            self.snapshot_index = self.applied
+            self._node().compact(LogIndex(self.applied), self.kv.encode())
+            self._drain_after_compact()
+
+    def _drain_after_compact(self) -> None:
+        node = self._node()
+        if node.has_ready():
+            self._drain(self.io.now)
+
+    def _compact_disk(self) -> None:
+        """After a snapshot is durable, rewrite the disk without what it covers (atomic)."""
+        hard_state, entries, snapshot = replay(self.io.disk.records)
+        records: list[object] = []
+        if snapshot is not None:
+            records.append(snapshot)
+        records.extend(entries)
+        if hard_state is not None:
+            records.append(hard_state)
+        self.io.disk.rewrite(records)
+
+    def is_leader(self) -> bool:
+        return self._node().status().role is Role.LEADER
+
+    def role_term(self) -> tuple[Role, int]:
+        st = self._node().status()
+        return st.role, int(st.term)
+
+
+def _as_message(msg: object) -> Message:
+    # Servers receive only client requests and Raft messages; the core validates the latter.
+    return cast(Message, msg)
+
+
+@dataclass(slots=True)
+class RaftRun:
+    """The outcome of one seeded run, before it is turned into JSON."""
+
+    violation: str | None
+    violation_at: tuple[float, int] | None
+    profile: FaultProfile
+    figures: dict[str, Any]
+
+
+def run(seed: int, cfg: RaftScenarioConfig, server_cls: type[RaftServer] = RaftServer) -> RaftRun:
+    """One seeded run: safety phase under faults, heal phase, final checks."""
+    sim = Simulator(seed)
+    sim.events_limit = cfg.events_max
+    profile = FaultProfile.draw(sim.rng)
+    servers = list(range(cfg.peers))
+    workload = KvWorkload(
+        servers,
+        keys=cfg.keys,
+        request_timeout_s=4 * cfg.election_timeout_s,
+        attempts_max=20,
+        think_s=cfg.heartbeat_interval_s,
+    )
+    cluster = RaftCluster(cfg, workload)
+    for _ in servers:
+        sim.add_node(lambda io: server_cls(io, cluster))
+    clients: list[KvClient] = []
+
+    def make_client(io: NodeIO) -> KvClient:
+        client = KvClient(io, workload, len(clients))
+        clients.append(client)
+        return client
+
+    for _ in range(cfg.clients):
+        sim.add_node(make_client)
+
+    checker = cluster.checker
+
+    def check_step(index: int) -> None:
+        if 0 <= index < cfg.peers:
+            server = sim.adapter(index)
+            if isinstance(server, RaftServer) and server.node is not None:
+                role, term = server.role_term()
+                if role is Role.LEADER:
+                    checker.leader_seen(index, term)
+
+    def crashed(index: int) -> None:
+        if index < cfg.peers:
+            cluster.servers[index] = None
+            checker.rebuild(index, sim.disk(index).records)
+
+    sim.checkers.append(check_step)
+    sim.on_crash.append(crashed)
+
+    def leader() -> int | None:
+        for server in cluster.servers:
+            if server is not None and server.node is not None and server.is_leader():
+                return server.index
+        return None
+
+    injector = FaultInjector(sim, profile, servers, focus=leader)
+    injector.start()
+
+    ok = sim.run_until(cfg.safety_s)
+    heal_s: float | None = None
+    if ok:
+        injector.heal()
+        heal_s = _heal(sim, cfg, cluster, clients)
+    workload.active = False
+    for client in clients:
+        client.finish()
+    lin = None
+    if sim.violation is None:
+        _final_checks(sim, cluster)
+    if sim.violation is None:
+        lin = check_kv(workload.history, steps_max=2_000_000)
+        if lin.ok is False:
+            sim.fail("linearizability: no legal order for " + "; ".join(lin.failed_partition[:20]))
+    figures: dict[str, Any] = {
+        "virtual_seconds": round(sim.now, 6),
+        "leader_changes": checker.leader_changes,
+        "max_term": max(checker.leaders, default=0),
+        "commits": checker.commits,
+        "heal_seconds": None if heal_s is None else round(heal_s, 6),
+        "partitions": injector.partitions,
+        "client_ops": len(workload.history),
+        "client_ops_ok": workload.ops_completed(),
+        "acked_writes": len(workload.acked_writes),
+        "linearizability": None if lin is None else lin.as_dict() | {"failed_partition": []},
+        **sim.stats.as_dict(),
+    }
+    return RaftRun(sim.violation, sim.violation_at, profile, figures)
+
+
+def _heal(
+    sim: Simulator, cfg: RaftScenarioConfig, cluster: RaftCluster, clients: list[KvClient]
+) -> float | None:
+    """Run until the cluster converges after the faults stop; returns how long it took."""
+    heal_at = sim.now
+    deadline = heal_at + cfg.heal_bound_s
+    step_s = cfg.heartbeat_interval_s
+    while sim.now < deadline:
+        if not sim.run_until(min(deadline, sim.now + step_s)):
+            return None
+        if _converged(sim, cluster, clients, heal_at):
+            return sim.now - heal_at
+    applied = [s.applied if s else -1 for s in cluster.servers]
+    sim.fail(
+        f"liveness: no convergence within {cfg.heal_bound_s}s after healing "
+        f"(applied {applied}, commits {cluster.checker.commits})"
+    )
+    return None
+
+
+def _converged(
+    sim: Simulator, cluster: RaftCluster, clients: list[KvClient], heal_at: float
+) -> bool:
+    # A client operation invoked after the heal completed: a new entry was committed.
+    if not any(t >= heal_at for c in clients for t in c.completed_calls):
+        return False
+    servers = cluster.servers
+    if any(s is None or s.node is None for s in servers):
+        return False
+    leaders = [s for s in servers if s is not None and s.role_term()[0] is Role.LEADER]
+    if len(leaders) != 1:
+        return False
+    commits = cluster.checker.commits
+    return all(s is not None and s.applied == commits for s in servers)
+
+
+def _final_checks(sim: Simulator, cluster: RaftCluster) -> None:
+    """Every acknowledged write is in every server's state machine."""
+    for server in cluster.servers:
+        if server is None:
+            sim.fail("a server is down at the end of the heal phase")
+            return
+        sessions = server.kv.sessions
+        for client, seq in cluster.workload.acked_writes:
+            last = sessions.get(client)
+            if last is None or last[0] < seq:
+                sim.fail(
+                    f"acknowledged write lost: client {client} op {seq} is not in "
+                    f"{cluster.ids[server.index]}'s state machine"
+                )
+                return
+
+
+def scenario(seed: int, peers: int, duration: float | None) -> ScenarioResult:
+    """The registry entry: ``duration`` is the safety phase in virtual seconds."""
+    if not 1 <= peers <= 64:
+        raise ValueError("the raft scenario runs 1 to 64 servers")
+    cfg = RaftScenarioConfig(peers=peers)
+    if duration is not None:
+        cfg = replace(cfg, safety_s=duration)
+    outcome = run(seed, cfg)
+    return ScenarioResult(
+        outcome.violation, outcome.violation_at, outcome.profile.as_dict(), outcome.figures
+    )
