@@ -114,6 +114,7 @@ class Roles:
                 "applied": raft.applied,
                 "voters": list(raft.conf.voters),
                 "processes": self.server.ledger.counts(),
+                "executors": len(self.server.ledger.executors),
             }
         if self.executor is not None or self.executor_error:
             service = self.executor

@@ -1,0 +1,235 @@
+"""The real-process chaos run: submissions under load while the Raft leader and an executor die.
+
+:func:`run_chaos` submits ``total`` short processes through the SDK from a
+few concurrent tasks. After ``kill_leader_after`` acknowledgements it sends
+SIGKILL to the leader's process group and measures the failover (time until
+a surviving server leads and its commit index moves past what it was at the
+kill); after ``kill_executor_after`` it SIGKILLs an executor while it runs a
+process. Neither is restarted during the run; with ``restart_server`` the
+killed server is started again at the end and must catch up. Then every
+acknowledged process must become final, and the checker counts:
+
+* **lost**: acknowledged but not SUCCESS, or missing from ``process ps``;
+* **concurrent**: two runs of one process id overlapping in wall time, on
+  any executors (a run cut by SIGKILL ends at the kill);
+* **foreign closes**: a SUCCESS process whose output's nonce belongs to no
+  run, or to a run at another executor than the one the ledger names.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from colonymesh.node.sdk import ColonySession, connect
+from rolekit import Cluster, Node, read_runs
+
+SUBMITTERS = 6
+
+
+def spec(i: int, sleep_ms: int) -> dict[str, Any]:
+    return {
+        "funcname": "work",
+        "args": [i, sleep_ms],
+        "maxexectime": 5,
+        "maxretries": 10,
+        "conditions": {"executortype": "python"},
+    }
+
+
+@dataclass
+class ChaosReport:
+    submitted: int = 0
+    acknowledged: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)
+    concurrent: list[str] = field(default_factory=list)
+    foreign_closes: list[str] = field(default_factory=list)
+    failover_s: float | None = None
+    ack_gap_s: float = 0.0
+    killed_leader: str = ""
+    killed_executor: str = ""
+    cut_runs: int = 0  # runs the executor kill interrupted
+    reruns: int = 0  # processes run more than once (after their executor died)
+    seconds: float = 0.0
+    caught_up: bool | None = None
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "submitted": self.submitted,
+            "acknowledged": len(self.acknowledged),
+            "lost": len(self.lost),
+            "run_twice_concurrently": len(self.concurrent),
+            "closed_by_non_assignee": len(self.foreign_closes),
+            "failover_s": None if self.failover_s is None else round(self.failover_s, 3),
+            "largest_ack_gap_s": round(self.ack_gap_s, 3),
+            "runs_cut_by_kill": self.cut_runs,
+            "reruns": self.reruns,
+            "seconds": round(self.seconds, 1),
+            "restarted_server_caught_up": self.caught_up,
+        }
+
+
+async def _status(node: Node) -> dict[str, Any] | None:
+    return await trio.to_thread.run_sync(node.try_status)
+
+
+async def _measure_failover(cluster: Cluster, dead: Node, report: ChaosReport) -> None:
+    survivors = [s for s in cluster.servers if s is not dead]
+    before = 0
+    for node in survivors:
+        status = await _status(node)
+        if status:
+            before = max(before, int(status["ledger"]["commit"]))
+    killed_at = time.monotonic()
+    await trio.to_thread.run_sync(dead.kill)
+    while time.monotonic() - killed_at < 20:
+        for node in survivors:
+            status = await _status(node)
+            ledger = (status or {}).get("ledger", {})
+            if ledger.get("role") == "leader" and int(ledger.get("commit", 0)) > before:
+                report.failover_s = time.monotonic() - killed_at
+                return
+        await trio.sleep(0.01)
+
+
+async def _kill_busy_executor(cluster: Cluster, report: ChaosReport) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for node in cluster.executors:
+            status = await _status(node)
+            if status and status.get("executor", {}).get("running"):
+                await trio.to_thread.run_sync(node.kill)
+                report.killed_executor = node.name
+                return
+        await trio.sleep(0.005)
+    raise AssertionError("no executor was running a process to kill")
+
+
+async def run_chaos(
+    cluster: Cluster,
+    *,
+    total: int,
+    kill_leader_after: int | None,
+    kill_executor_after: int | None,
+    restart_server: bool = False,
+    pace_s: float = 0.02,
+) -> ChaosReport:
+    report = ChaosReport()
+    started = time.monotonic()
+    leader = cluster.wait_leader()
+    certificate = cluster.submitter_certificate
+    if certificate is None:
+        raise AssertionError("the cluster has no submitter")
+    next_index = [0]
+    last_ack = [time.monotonic()]
+    events: list[tuple[int, str]] = []
+    if kill_leader_after is not None:
+        events.append((kill_leader_after, "leader"))
+    if kill_executor_after is not None:
+        events.append((kill_executor_after, "executor"))
+    events.sort()
+
+    async with connect(
+        key=cluster.submitter_keys,
+        certificate=certificate,
+        colony=cluster.colony_dir,
+        bootstrap=[s.address for s in cluster.servers],
+        timeout_s=30.0,
+    ) as colony:
+
+        async def submitter() -> None:
+            while next_index[0] < total:
+                i = next_index[0]
+                next_index[0] += 1
+                report.submitted += 1
+                process = await colony.submit(spec(i, 10 + (i * 7) % 41))
+                now = time.monotonic()
+                report.ack_gap_s = max(report.ack_gap_s, now - last_ack[0])
+                last_ack[0] = now
+                report.acknowledged.append(process.id)
+                await trio.sleep(pace_s)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(SUBMITTERS):
+                nursery.start_soon(submitter)
+            for threshold, what in events:
+                while len(report.acknowledged) < threshold:
+                    await trio.sleep(0.005)
+                if what == "leader":
+                    report.killed_leader = leader.name
+                    await _measure_failover(cluster, leader, report)
+                else:
+                    await _kill_busy_executor(cluster, report)
+        await _wait_all_final(colony, report.acknowledged)
+        if restart_server and report.killed_leader:
+            report.caught_up = await _restart_and_catch_up(cluster, leader)
+        await _check(colony, cluster, report)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+async def _wait_all_final(colony: ColonySession, process_ids: list[str]) -> None:
+    for process_id in process_ids:
+        await colony.client.wait(process_id, timeout_s=60)
+
+
+async def _restart_and_catch_up(cluster: Cluster, node: Node) -> bool:
+    """Start ``node`` again; whether it applies up to the leader's commit, with equal counts."""
+    await trio.to_thread.run_sync(cluster.start, [node])
+    leader = await trio.to_thread.run_sync(cluster.wait_leader)
+    target = await _status(leader)
+    if target is None:
+        return False
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        mine = await _status(node)
+        ours = (mine or {}).get("ledger")
+        if ours and ours["applied"] >= target["ledger"]["commit"]:
+            return bool(ours["processes"] == target["ledger"]["processes"])
+        await trio.sleep(0.1)
+    return False
+
+
+async def _check(colony: ColonySession, cluster: Cluster, report: ChaosReport) -> None:
+    listed = {p["processid"]: p for p in await colony.client.processes(limit=10_000)}
+    views: dict[str, dict[str, Any]] = {}
+    for process_id in report.acknowledged:
+        view = await colony.client.process(process_id)
+        if view is None or view["state"] != "success" or process_id not in listed:
+            report.lost.append(process_id)
+        if view is not None:
+            views[process_id] = view
+    runs = read_runs(cluster.records)
+    kill_times = {n.peer_id: n.killed_at for n in cluster.executors if n.killed_at is not None}
+    by_process: dict[str, list[tuple[float, float]]] = {}
+    for run in runs.values():
+        if run["start"] is None:
+            continue
+        end = run["end"]
+        if end is None:
+            report.cut_runs += 1
+            end = kill_times.get(run["executor"], float("inf"))
+        by_process.setdefault(run["process"], []).append((run["start"], end))
+    for process_id, intervals in by_process.items():
+        intervals.sort()
+        if len(intervals) > 1:
+            report.reruns += 1
+        for (_, end), (start, _) in zip(intervals, intervals[1:], strict=False):
+            if start < end:
+                report.concurrent.append(process_id)
+                break
+    for process_id, view in views.items():
+        if view["state"] != "success":
+            continue
+        output = view["output"]
+        run = runs.get(output[1]) if len(output) == 2 else None
+        if (
+            run is None
+            or run["process"] != process_id
+            or run["executor"] != view["executor"]
+            or run["end"] is None
+        ):
+            report.foreign_closes.append(process_id)
