@@ -328,6 +328,27 @@ class Simulator:
             return
         self._rearm(node, adapter)
 
+    def poke(self, index: int, action: Callable[[Adapter], None]) -> bool:
+        """Act on a live node from outside its message flow (an operator, an API call).
+
+        Runs ``action(adapter)`` as a step of that node: a crash mid-write is
+        handled, the timer re-armed and the checkers run, as for a delivery.
+        Returns False if the node is down. Call it from a scheduled callback.
+        """
+        node = self._nodes[index]
+        adapter = node.adapter
+        if adapter is None:
+            return False
+        try:
+            action(adapter)
+        except NodeCrashed:
+            self._crash_now(node)
+        else:
+            self._rearm(node, adapter)
+        for check in self.checkers:
+            check(index)
+        return True
+
     def _rearm(self, node: _Node, adapter: Adapter) -> None:
         d = adapter.next_deadline()
         if d is None or d == math.inf:

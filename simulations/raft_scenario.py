@@ -69,8 +69,11 @@ class RaftScenarioConfig:
 class RaftCluster:
     """What the servers share across restarts: names, the checker, the workload."""
 
-    def __init__(self, cfg: RaftScenarioConfig, workload: KvWorkload) -> None:
+    def __init__(
+        self, cfg: RaftScenarioConfig, workload: KvWorkload, *, read_index: bool = False
+    ) -> None:
         self.cfg = cfg
+        self.read_index = read_index  # serve reads by ReadIndex instead of through the log
         self.ids = [NodeId(f"s{i}") for i in range(cfg.peers)]
         self.index_of = {nid: i for i, nid in enumerate(self.ids)}
         self.conf = ConfState(voters=tuple(self.ids))
@@ -132,6 +135,8 @@ class RaftServer:
         self.applied = 0
         self.snapshot_index = 0
         self.waiting: dict[tuple[int, int], int] = {}  # (client, seq) -> client node
+        self.reads: dict[bytes, tuple[int, ClientRequest]] = {}  # ReadIndex context -> request
+        self.reads_due: list[tuple[int, int, ClientRequest]] = []  # (index, client node, req)
 
     def _node(self) -> RaftNode:
         if self.node is None:
@@ -191,6 +196,11 @@ class RaftServer:
             self.io.send(src, ClientResponse(req.client, req.seq, True, result))
             return
         try:
+            if req.op == "get" and self.cluster.read_index:
+                context = f"{req.client}.{req.seq}".encode()
+                self._node().read_index(context)
+                self.reads[context] = (src, req)
+                return
             self._node().propose(KvStore.encode_command(req))
         except NotLeader as exc:
             hint = self.cluster.index_of.get(exc.leader_hint, -1) if exc.leader_hint else -1
@@ -228,10 +238,16 @@ class RaftServer:
                 self.applied = int(rd.snapshot.meta.index)
                 checker.restored(self.index, rd.snapshot)
             if rd.committed_entries:
-                term = int(node.status().term)
+                term = int(node.term)
                 for e in rd.committed_entries:
                     checker.applying(self.index, e, term)
                     self._apply(e)
+            for rs in rd.read_states:
+                read = self.reads.pop(rs.context, None)
+                if read is not None:
+                    self.reads_due.append((int(rs.index), read[0], read[1]))
+            if self.reads_due:
+                self._serve_reads()
             node.advance(rd)
         self._maybe_snapshot()
 
@@ -246,6 +262,26 @@ class RaftServer:
         dst = self.waiting.pop((client, seq), None)
         if dst is not None:
             self.io.send(dst, ClientResponse(client, seq, True, result))
+
+    def _serve_reads(self) -> None:
+        """Answer each ReadIndex read whose index the state machine has reached."""
+        due = []
+        for index, dst, req in self.reads_due:
+            if index <= self.applied:
+                value = self.kv.data.get(req.key)
+                self.io.send(dst, ClientResponse(req.client, req.seq, True, value))
+            else:
+                due.append((index, dst, req))
+        self.reads_due = due
+
+    def transfer(self, to: int) -> None:
+        """An operator asks this server, if leader, to hand leadership to server ``to``."""
+        now = self.io.now
+        try:
+            self._node().transfer_leadership(self.cluster.ids[to], now)
+        except NotLeader:
+            return
+        self._drain(now)
 
     def _maybe_snapshot(self) -> None:
         every = self.cluster.cfg.snapshot_every
@@ -271,11 +307,11 @@ class RaftServer:
         self.io.disk.rewrite(records)
 
     def is_leader(self) -> bool:
-        return self._node().status().role is Role.LEADER
+        return self._node().role is Role.LEADER
 
     def role_term(self) -> tuple[Role, int]:
-        st = self._node().status()
-        return st.role, int(st.term)
+        node = self._node()
+        return node.role, int(node.term)
 
 
 def _as_message(msg: object) -> Message:
@@ -298,6 +334,8 @@ def run(seed: int, cfg: RaftScenarioConfig, server_cls: type[RaftServer] = RaftS
     sim = Simulator(seed)
     sim.events_limit = cfg.events_max
     profile = FaultProfile.draw(sim.rng)
+    read_index = sim.rng.random() < 0.5
+    transfer_interval_s = (0.0, 1.0, 4.0)[sim.rng.randrange(3)]
     servers = list(range(cfg.peers))
     workload = KvWorkload(
         servers,
@@ -306,7 +344,7 @@ def run(seed: int, cfg: RaftScenarioConfig, server_cls: type[RaftServer] = RaftS
         attempts_max=20,
         think_s=cfg.heartbeat_interval_s,
     )
-    cluster = RaftCluster(cfg, workload)
+    cluster = RaftCluster(cfg, workload, read_index=read_index)
     for _ in servers:
         sim.add_node(lambda io: server_cls(io, cluster))
     clients: list[KvClient] = []
@@ -345,6 +383,21 @@ def run(seed: int, cfg: RaftScenarioConfig, server_cls: type[RaftServer] = RaftS
 
     injector = FaultInjector(sim, profile, servers, focus=leader)
     injector.start()
+    transfers = [0]
+
+    def transfer() -> None:
+        if sim.now >= cfg.safety_s:
+            return
+        current = leader()
+        if current is not None and cfg.peers > 1:
+            to = sim.rng.randrange(cfg.peers - 1)
+            to = cfg.peers - 1 if to == current else to
+            transfers[0] += 1
+            sim.poke(current, lambda adapter: cast(RaftServer, adapter).transfer(to))
+        sim.call_later(sim.rng.expovariate(1.0 / transfer_interval_s), transfer)
+
+    if transfer_interval_s > 0.0:
+        sim.call_later(sim.rng.expovariate(1.0 / transfer_interval_s), transfer)
 
     ok = sim.run_until(cfg.safety_s)
     heal_s: float | None = None
@@ -363,6 +416,9 @@ def run(seed: int, cfg: RaftScenarioConfig, server_cls: type[RaftServer] = RaftS
             sim.fail("linearizability: no legal order for " + "; ".join(lin.failed_partition[:20]))
     figures: dict[str, Any] = {
         "virtual_seconds": round(sim.now, 6),
+        "reads": "read_index" if read_index else "log",
+        "transfer_interval_s": transfer_interval_s,
+        "transfers": transfers[0],
         "leader_changes": checker.leader_changes,
         "max_term": max(checker.leaders, default=0),
         "commits": checker.commits,
