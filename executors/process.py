@@ -64,7 +64,7 @@ from colonymesh.executors.base import ProcessContext, ProcessFailed
 from colonymesh.executors.slurm.sbatch import DEFAULT_ENV_DENIED
 from colonymesh.node.spec import SpecError, resolve_command
 
-__all__ = ["LogBatcher", "ProcessConfig", "ProcessExecutor", "output_from_stdout"]
+__all__ = ["LineReader", "LogBatcher", "ProcessConfig", "ProcessExecutor", "output_from_stdout"]
 
 log = logging.getLogger("colonymesh.executors.process")
 
@@ -197,7 +197,7 @@ def output_from_stdout(last_line: str) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-class _LineReader:
+class LineReader:
     """Splits a byte stream into text lines, keeping the last non-empty one whole (capped)."""
 
     def __init__(self, emit: Callable[[str], None], keep_last: bool) -> None:
@@ -336,8 +336,8 @@ class ProcessExecutor:
             tail.append(line[: config.log_line_chars_max])
             logs.add(f"[stderr] {line}")
 
-        stdout = _LineReader(logs.add, keep_last=True)
-        stderr = _LineReader(on_stderr, keep_last=False)
+        stdout = LineReader(logs.add, keep_last=True)
+        stderr = LineReader(on_stderr, keep_last=False)
         try:
             proc = await trio.lowlevel.open_process(
                 argv,
@@ -377,7 +377,7 @@ class ProcessExecutor:
         return self._result(proc.returncode, stdout, tail)
 
     @staticmethod
-    async def _pump(stream: trio.abc.ReceiveStream, reader: _LineReader) -> None:
+    async def _pump(stream: trio.abc.ReceiveStream, reader: LineReader) -> None:
         async with stream:
             while data := await stream.receive_some(READ_BYTES):
                 reader.feed(data)
@@ -395,7 +395,7 @@ class ProcessExecutor:
         _signal_group(pgid, signal.SIGKILL)
         await proc.wait()
 
-    def _result(self, returncode: int, stdout: _LineReader, tail: deque[str]) -> list[Any]:
+    def _result(self, returncode: int, stdout: LineReader, tail: deque[str]) -> list[Any]:
         if returncode == 0:
             if stdout.last_line_too_long:
                 raise ProcessFailed(f"the output line is longer than {OUTPUT_LINE_BYTES_MAX} bytes")
