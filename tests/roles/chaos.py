@@ -1,12 +1,13 @@
 """The real-process chaos run: submissions under load while the Raft leader and an executor die.
 
 :func:`run_chaos` submits ``total`` short processes through the SDK from a
-few concurrent tasks. After ``kill_leader_after`` acknowledgements it sends
-SIGKILL to the leader's process group and measures the failover (time until
-a surviving server leads and its commit index moves past what it was at the
-kill); after ``kill_executor_after`` it SIGKILLs an executor while it runs a
-process. Neither is restarted during the run; with ``restart_server`` the
-killed server is started again at the end and must catch up. Then every
+few concurrent tasks. At the points of its plan it
+sends SIGKILL to the leader's process group and measures the failover (time
+until a surviving server leads and its commit index moves past what it was
+at the kill), or SIGKILLs an executor while it runs a process. Executors are
+not restarted (their processes come back through ``maxexectime``); a killed
+server is restarted before the next leader kill, and with
+``restart_server`` at the end, when it must catch up. Then every
 acknowledged process must become final, and the checker counts:
 
 * **lost**: acknowledged but not SUCCESS, or missing from ``process ps``;
@@ -23,9 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import trio
+from rolekit import Cluster, Node, read_runs
 
 from colonymesh.node.sdk import ColonySession, connect
-from rolekit import Cluster, Node, read_runs
 
 SUBMITTERS = 6
 
@@ -47,10 +48,10 @@ class ChaosReport:
     lost: list[str] = field(default_factory=list)
     concurrent: list[str] = field(default_factory=list)
     foreign_closes: list[str] = field(default_factory=list)
-    failover_s: float | None = None
+    failovers_s: list[float] = field(default_factory=list)
     ack_gap_s: float = 0.0
-    killed_leader: str = ""
-    killed_executor: str = ""
+    killed_leaders: list[str] = field(default_factory=list)
+    killed_executors: list[str] = field(default_factory=list)
     cut_runs: int = 0  # runs the executor kill interrupted
     reruns: int = 0  # processes run more than once (after their executor died)
     seconds: float = 0.0
@@ -63,7 +64,9 @@ class ChaosReport:
             "lost": len(self.lost),
             "run_twice_concurrently": len(self.concurrent),
             "closed_by_non_assignee": len(self.foreign_closes),
-            "failover_s": None if self.failover_s is None else round(self.failover_s, 3),
+            "leader_kills": len(self.killed_leaders),
+            "executor_kills": len(self.killed_executors),
+            "failover_s": [round(f, 3) for f in self.failovers_s],
             "largest_ack_gap_s": round(self.ack_gap_s, 3),
             "runs_cut_by_kill": self.cut_runs,
             "reruns": self.reruns,
@@ -85,12 +88,12 @@ async def _measure_failover(cluster: Cluster, dead: Node, report: ChaosReport) -
             before = max(before, int(status["ledger"]["commit"]))
     killed_at = time.monotonic()
     await trio.to_thread.run_sync(dead.kill)
-    while time.monotonic() - killed_at < 20:
+    while time.monotonic() - killed_at < 20:  # no failover within 20 s: none recorded
         for node in survivors:
             status = await _status(node)
             ledger = (status or {}).get("ledger", {})
             if ledger.get("role") == "leader" and int(ledger.get("commit", 0)) > before:
-                report.failover_s = time.monotonic() - killed_at
+                report.failovers_s.append(time.monotonic() - killed_at)
                 return
         await trio.sleep(0.01)
 
@@ -99,10 +102,12 @@ async def _kill_busy_executor(cluster: Cluster, report: ChaosReport) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         for node in cluster.executors:
+            if not node.alive():
+                continue
             status = await _status(node)
             if status and status.get("executor", {}).get("running"):
                 await trio.to_thread.run_sync(node.kill)
-                report.killed_executor = node.name
+                report.killed_executors.append(node.name)
                 return
         await trio.sleep(0.005)
     raise AssertionError("no executor was running a process to kill")
@@ -112,25 +117,24 @@ async def run_chaos(
     cluster: Cluster,
     *,
     total: int,
-    kill_leader_after: int | None,
-    kill_executor_after: int | None,
+    plan: list[tuple[int, str]],
     restart_server: bool = False,
     pace_s: float = 0.02,
 ) -> ChaosReport:
+    """Submit ``total`` processes; at each ``(acknowledged, "leader"|"executor")`` kill one.
+
+    Before a second leader kill the previous victim is restarted (a 3-server
+    colony keeps its quorum); with ``restart_server`` the last victim is
+    restarted at the end and must catch up.
+    """
     report = ChaosReport()
     started = time.monotonic()
-    leader = cluster.wait_leader()
     certificate = cluster.submitter_certificate
     if certificate is None:
         raise AssertionError("the cluster has no submitter")
     next_index = [0]
     last_ack = [time.monotonic()]
-    events: list[tuple[int, str]] = []
-    if kill_leader_after is not None:
-        events.append((kill_leader_after, "leader"))
-    if kill_executor_after is not None:
-        events.append((kill_executor_after, "executor"))
-    events.sort()
+    victim: Node | None = None
 
     async with connect(
         key=cluster.submitter_keys,
@@ -155,17 +159,20 @@ async def run_chaos(
         async with trio.open_nursery() as nursery:
             for _ in range(SUBMITTERS):
                 nursery.start_soon(submitter)
-            for threshold, what in events:
+            for threshold, what in sorted(plan):
                 while len(report.acknowledged) < threshold:
                     await trio.sleep(0.005)
                 if what == "leader":
-                    report.killed_leader = leader.name
-                    await _measure_failover(cluster, leader, report)
+                    if victim is not None:
+                        await trio.to_thread.run_sync(cluster.start, [victim])
+                    victim = await trio.to_thread.run_sync(cluster.wait_leader)
+                    report.killed_leaders.append(victim.name)
+                    await _measure_failover(cluster, victim, report)
                 else:
                     await _kill_busy_executor(cluster, report)
         await _wait_all_final(colony, report.acknowledged)
-        if restart_server and report.killed_leader:
-            report.caught_up = await _restart_and_catch_up(cluster, leader)
+        if restart_server and victim is not None:
+            report.caught_up = await _restart_and_catch_up(cluster, victim)
         await _check(colony, cluster, report)
     report.seconds = time.monotonic() - started
     return report
@@ -194,7 +201,7 @@ async def _restart_and_catch_up(cluster: Cluster, node: Node) -> bool:
 
 
 async def _check(colony: ColonySession, cluster: Cluster, report: ChaosReport) -> None:
-    listed = {p["processid"]: p for p in await colony.client.processes(limit=10_000)}
+    listed = {p["processid"] for p in await colony.client.processes(limit=10_000)}
     views: dict[str, dict[str, Any]] = {}
     for process_id in report.acknowledged:
         view = await colony.client.process(process_id)
@@ -204,32 +211,56 @@ async def _check(colony: ColonySession, cluster: Cluster, report: ChaosReport) -
             views[process_id] = view
     runs = read_runs(cluster.records)
     kill_times = {n.peer_id: n.killed_at for n in cluster.executors if n.killed_at is not None}
+    report.concurrent, report.reruns, report.cut_runs = concurrent_runs(runs, kill_times)
+    report.foreign_closes = foreign_closes(views, runs)
+
+
+def concurrent_runs(
+    runs: dict[str, dict[str, Any]], kill_times: dict[str, float]
+) -> tuple[list[str], int, int]:
+    """Processes with overlapping runs; how many processes ran more than once; runs cut short.
+
+    A run without an end record was cut by its executor's SIGKILL and ends at
+    the kill; if its executor was never killed it is taken as never ending.
+    """
     by_process: dict[str, list[tuple[float, float]]] = {}
+    cut = 0
     for run in runs.values():
         if run["start"] is None:
             continue
         end = run["end"]
         if end is None:
-            report.cut_runs += 1
+            cut += 1
             end = kill_times.get(run["executor"], float("inf"))
         by_process.setdefault(run["process"], []).append((run["start"], end))
-    for process_id, intervals in by_process.items():
+    overlapping: list[str] = []
+    reruns = 0
+    for process_id, intervals in sorted(by_process.items()):
         intervals.sort()
-        if len(intervals) > 1:
-            report.reruns += 1
-        for (_, end), (start, _) in zip(intervals, intervals[1:], strict=False):
-            if start < end:
-                report.concurrent.append(process_id)
+        reruns += len(intervals) > 1
+        latest_end = -float("inf")
+        for start, end in intervals:
+            if start < latest_end:
+                overlapping.append(process_id)
                 break
-    for process_id, view in views.items():
+            latest_end = max(latest_end, end)
+    return overlapping, reruns, cut
+
+
+def foreign_closes(views: dict[str, dict[str, Any]], runs: dict[str, dict[str, Any]]) -> list[str]:
+    """SUCCESS processes whose output no finished run of their assigned executor produced."""
+    foreign = []
+    for process_id, view in sorted(views.items()):
         if view["state"] != "success":
             continue
         output = view["output"]
-        run = runs.get(output[1]) if len(output) == 2 else None
+        run = runs.get(output[1]) if len(output) == 2 and isinstance(output[1], str) else None
         if (
             run is None
             or run["process"] != process_id
             or run["executor"] != view["executor"]
             or run["end"] is None
+            or output[0] != view["spec"]["args"][0]
         ):
-            report.foreign_closes.append(process_id)
+            foreign.append(process_id)
+    return foreign
