@@ -177,7 +177,9 @@ class ExecutorService:
             if answer.applied and answer.reason == LOST_ANSWER:
                 await self._adopt()
             elif answer.applied:
-                await self._execute(answer.subject)
+                # The leader sends the claimed process's view along, sparing a read.
+                view = json.loads(answer.view_json) if answer.view_json else None
+                await self._execute(answer.subject, view)
             elif "no waiting process" in answer.reason:
                 try:
                     await self.client.wait_work(self.executor_type, self.wait_s)
@@ -202,13 +204,13 @@ class ExecutorService:
                 await self._execute(view["processid"])
                 return
 
-    async def _execute(self, process_id: str) -> None:
+    async def _execute(self, process_id: str, view: dict[str, Any] | None = None) -> None:
         if process_id in self._taken:
             return
         self._taken.add(process_id)
         try:
             self.stats.claimed += 1
-            await self._execute_taken(process_id)
+            await self._execute_taken(process_id, view or await self._view(process_id))
         finally:
             self._taken.discard(process_id)
 
@@ -225,8 +227,7 @@ class ExecutorService:
                 await trio.sleep(1.0)
         return None
 
-    async def _execute_taken(self, process_id: str) -> None:
-        view = await self._view(process_id)
+    async def _execute_taken(self, process_id: str, view: dict[str, Any] | None) -> None:
         if view is None:
             log.warning("executor %s: claimed process %s is not visible", self.name, process_id)
             return
