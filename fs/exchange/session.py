@@ -69,6 +69,7 @@ class SessionConfig:
     inflight_max: int = 128
     peer_timeout_s: float = 10.0
     blocks_max: int = SESSION_BLOCKS_MAX_DEFAULT  # a DAG larger than this fails the session
+    walk: bool = True  # False: fetch the roots only (a listing needs no more)
 
     def __post_init__(self) -> None:
         if self.per_peer_inflight_max < 1 or self.inflight_max < 1:
@@ -196,17 +197,23 @@ class ExchangeSession:
         return self._step(now)
 
     def add_peer(self, peer: PeerId, now: float) -> list[Effect]:
+        if self._finished is not None:
+            return []
         if peer not in self._peers:
             self._peers[peer] = _Peer(last_progress=now)
         return self._step(now)
 
     def remove_peer(self, peer: PeerId, now: float) -> list[Effect]:
+        if self._finished is not None:
+            return []
         state = self._peers.get(peer)
         if state is not None and state.state is PeerState.ACTIVE:
             self._retire(peer, PeerState.REMOVED, cancel=False)
         return self._step(now)
 
     def on_local(self, cid: Cid, data: bytes | None, now: float) -> list[Effect]:
+        if self._finished is not None:
+            return []
         entry = self._cids.get(cid)
         if entry is None or entry.state is not CidState.LOADING:
             raise FsUsageError(f"on_local for {cid}, which is not loading")
@@ -221,6 +228,8 @@ class ExchangeSession:
         return self._step(now)
 
     def on_block(self, peer: PeerId, cid: Cid, data: bytes, now: float) -> list[Effect]:
+        if self._finished is not None:
+            return []
         state = self._peers.get(peer)
         if state is None or state.state is PeerState.BAD:
             return self._step(now)
@@ -254,6 +263,8 @@ class ExchangeSession:
         return self._step(now)
 
     def on_dont_have(self, peer: PeerId, cids: Iterable[Cid], now: float) -> list[Effect]:
+        if self._finished is not None:
+            return []
         state = self._peers.get(peer)
         if state is None:
             return self._step(now)
@@ -269,6 +280,8 @@ class ExchangeSession:
         return self._step(now)
 
     def on_providers(self, cid: Cid, peers: Iterable[PeerId], now: float) -> list[Effect]:
+        if self._finished is not None:
+            return []
         if self._searching == cid:
             self._searching = None
         for peer in peers:
@@ -277,6 +290,8 @@ class ExchangeSession:
         return self._step(now)
 
     def on_timeout(self, now: float) -> list[Effect]:
+        if self._finished is not None:
+            return []
         for peer_id, peer in list(self._peers.items()):
             if (
                 peer.state is PeerState.ACTIVE
@@ -335,6 +350,8 @@ class ExchangeSession:
     def _accept(self, cid: Cid, entry: _Entry, data: bytes) -> None:
         entry.state = CidState.DONE
         entry.at = None
+        if not self.config.walk:
+            return
         try:
             children = child_cids(cid, data)
         except FsDecodeError as error:
