@@ -18,6 +18,10 @@ executor's own environment (so no executor secret leaks), then the spec's
 program runs or how -- ``PATH``, ``LD_*``, ``PYTHON*``... as for Slurm --
 are refused with a field-named error), then ``COLONYMESH_PROCESS_ID``.
 
+Input: the parents' outputs (``context.input``) are written to the
+process's stdin as one JSON array, then stdin is closed; a process that
+does not read it loses nothing (a broken pipe is ignored).
+
 Working directory: ``workdir`` when configured (used as is), else a fresh
 temporary directory per process (under ``workdir_root``), removed after the
 process unless ``keep_workdir``. The fs sync issue fills it later.
@@ -64,7 +68,14 @@ from colonymesh.executors.base import ProcessContext, ProcessFailed
 from colonymesh.executors.slurm.sbatch import DEFAULT_ENV_DENIED
 from colonymesh.node.spec import SpecError, resolve_command
 
-__all__ = ["LineReader", "LogBatcher", "ProcessConfig", "ProcessExecutor", "output_from_stdout"]
+__all__ = [
+    "LineReader",
+    "LogBatcher",
+    "ProcessConfig",
+    "ProcessExecutor",
+    "input_json",
+    "output_from_stdout",
+]
 
 log = logging.getLogger("colonymesh.executors.process")
 
@@ -195,6 +206,14 @@ def output_from_stdout(last_line: str) -> list[Any]:
     except ValueError:
         return [text]
     return value if isinstance(value, list) else [value]
+
+
+def input_json(inputs: list[Any]) -> bytes:
+    """The parents' outputs as the JSON array a process reads on stdin."""
+    try:
+        return json.dumps(inputs, ensure_ascii=False).encode("utf-8") + b"\n"
+    except (TypeError, ValueError) as error:
+        raise ProcessFailed(f"the process input is not JSON: {error}") from error
 
 
 class LineReader:
@@ -341,7 +360,7 @@ class ProcessExecutor:
         try:
             proc = await trio.lowlevel.open_process(
                 argv,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 cwd=workdir,
@@ -355,8 +374,9 @@ class ProcessExecutor:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(logs.run)
                 async with trio.open_nursery() as readers:
-                    if proc.stdout is None or proc.stderr is None:
+                    if proc.stdin is None or proc.stdout is None or proc.stderr is None:
                         raise RuntimeError("open_process returned no pipes")
+                    readers.start_soon(self._feed, proc.stdin, input_json(context.input))
                     readers.start_soon(self._pump, proc.stdout, stdout)
                     readers.start_soon(self._pump, proc.stderr, stderr)
                     await proc.wait()
@@ -375,6 +395,14 @@ class ProcessExecutor:
         if proc.returncode is None:
             raise RuntimeError("the process was not waited for")
         return self._result(proc.returncode, stdout, tail)
+
+    @staticmethod
+    async def _feed(stream: trio.abc.SendStream, data: bytes) -> None:
+        try:
+            async with stream:
+                await stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the process exited or closed its stdin without reading it all
 
     @staticmethod
     async def _pump(stream: trio.abc.ReceiveStream, reader: LineReader) -> None:

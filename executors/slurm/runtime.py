@@ -5,7 +5,9 @@ writes the script, ``status`` reads Slurm's answers; this module runs the
 commands (argv lists, never a shell) and follows one job per process:
 
 1. ``to_sbatch`` -> the script is written to ``script_dir/<process id>.sbatch``;
-2. ``sbatch --parsable SCRIPT`` -> the job id, recorded as the attribute
+2. ``sbatch --parsable --input=FILE SCRIPT`` -> the job id (FILE holds the
+   parents' outputs, ``context.input``, as one JSON array: the job's stdin,
+   as for a local process), recorded as the attribute
    ``slurm.jobid`` (sbatch runs shielded from cancellation, so a job that was
    submitted always has a known id and can be cancelled);
 3. tracking: ``squeue`` while the job is listed there (its state and node
@@ -46,7 +48,12 @@ from typing import Any
 import trio
 
 from colonymesh.executors.base import ProcessContext, ProcessFailed
-from colonymesh.executors.process import LineReader, LogBatcher, output_from_stdout
+from colonymesh.executors.process import (
+    LineReader,
+    LogBatcher,
+    input_json,
+    output_from_stdout,
+)
 from colonymesh.executors.slurm.sbatch import SbatchJob, SlurmConfig, SlurmConfigError, to_sbatch
 from colonymesh.executors.slurm.status import (
     ExitCode,
@@ -176,14 +183,17 @@ class SlurmExecutor:
             raise SlurmCommandError(f"{argv[0]} exited {done.returncode}: {stderr}")
         return stdout
 
-    async def submit(self, job: SbatchJob, process_id: str) -> int:
-        """Write the script and ``sbatch`` it; the job id."""
+    async def submit(self, job: SbatchJob, process_id: str, stdin: bytes = b"") -> int:
+        """Write the script and its stdin file, ``sbatch`` it; the job id."""
         script_dir = self.config.script_dir or self.config.sbatch.log_dir
         await trio.Path(self.config.sbatch.log_dir).mkdir(parents=True, exist_ok=True)
         await trio.Path(script_dir).mkdir(parents=True, exist_ok=True)
         script = os.path.join(script_dir, f"{process_id}.sbatch")
         await trio.Path(script).write_text(job.script)
-        return parse_sbatch(await self._command(["sbatch", "--parsable", script]))
+        stdin_file = os.path.join(script_dir, f"{process_id}.input.json")
+        await trio.Path(stdin_file).write_bytes(stdin)
+        argv = ["sbatch", "--parsable", f"--input={stdin_file}", script]
+        return parse_sbatch(await self._command(argv))
 
     async def poll(self, job_id: int) -> tuple[SlurmJobState, str] | None:
         """The job's state and node list from squeue, ``None`` once it is no longer listed."""
@@ -227,12 +237,13 @@ class SlurmExecutor:
     async def run(self, context: ProcessContext) -> list[Any]:
         try:
             job = to_sbatch(context.spec, context.process_id, self.config.sbatch)
+            stdin = input_json(context.input)
         except (SpecError, SlurmConfigError, ValueError) as error:
             raise ProcessFailed(f"cannot translate to sbatch: {error}") from error
         # Shielded: once sbatch may have queued a job we must learn its id to cancel it.
         with trio.CancelScope(shield=True):
             try:
-                job_id = await self.submit(job, context.process_id)
+                job_id = await self.submit(job, context.process_id, stdin)
             except (SlurmCommandError, SlurmParseError, OSError) as error:
                 raise ProcessFailed(f"sbatch failed: {error}") from error
         log.info("process %s: Slurm job %d submitted", context.process_id, job_id)

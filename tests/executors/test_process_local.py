@@ -252,3 +252,18 @@ async def test_a_failing_log_sink_does_not_fail_the_process() -> None:
     batcher.add("hello")
     await batcher.close()
     assert calls == 1 and batcher.sent_messages == 0
+
+
+async def test_parents_outputs_arrive_on_stdin_as_json(tmp_path: Path) -> None:
+    ctx = Context(
+        {"funcname": "py", "args": ["import json, sys; print(sum(json.load(sys.stdin)))"]}
+    )
+    ctx.input = [1, 2, 39]
+    assert await executor(tmp_path).run(ctx) == [42]
+
+
+async def test_a_large_input_the_process_never_reads_does_not_block(tmp_path: Path) -> None:
+    ctx = Context({"funcname": "echo", "args": ["ignored"]})
+    ctx.input = ["x" * 1000] * 1000  # ~1 MB, far over a pipe's buffer
+    with trio.fail_after(10):
+        assert await executor(tmp_path).run(ctx) == ["ignored"]

@@ -124,6 +124,14 @@ async def test_a_job_that_succeeds_gives_its_output_logs_and_attributes(
     assert job.state is SlurmJobState.COMPLETED and job.exit_code.status == 0
 
 
+async def test_parents_outputs_are_the_jobs_stdin(slurm: str, tmp_path: Path) -> None:
+    script = "import json, sys; print([x * 2 for x in json.load(sys.stdin)])"
+    ctx = Context({"funcname": "py", "args": [script]}, pid("stdin"))
+    ctx.input = [1, 2, 3]
+    with trio.fail_after(60):
+        assert await make_executor(tmp_path).run(ctx) == [2, 4, 6]
+
+
 async def test_a_job_that_fails_reports_its_exit_code_and_stderr(
     slurm: str, tmp_path: Path
 ) -> None:
