@@ -3,7 +3,9 @@
 Creates a colony (owner key, certificates for every member) and opens real
 peers on 127.0.0.1 with real sockets, Noise and yamux: ``servers`` server
 peers replicating the ledger with Raft on real disks (under ``state_dir``),
-``executors`` executor peers serving Python functions, and one submitter
+``executors`` executor peers serving Python functions (plus any
+``executor_groups``: peers of other types running other executor kinds,
+e.g. local processes or Slurm), and one submitter
 whose :class:`~colonymesh.node.colony.client.ColonyClient` is handed out.
 Everything lives in the caller's task tree and stops when the block exits.
 """
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import trio
 
+from colonymesh.executors.base import ExecutorKind
 from colonymesh.executors.python import PythonFunctions
 from colonymesh.node.certs import (
     Capabilities,
@@ -38,15 +41,34 @@ from colonymesh.node.peer.peer import Peer, PeerConfig
 log = logging.getLogger("colonymesh.node.colony")
 
 
+@dataclass(frozen=True)
+class ExecutorGroup:
+    """``count`` executor peers of type ``executor_type`` running ``kind``."""
+
+    executor_type: str
+    kind: ExecutorKind
+    count: int = 1
+
+
 @dataclass
 class LocalColonyConfig:
     state_dir: Path
-    functions: PythonFunctions
+    functions: PythonFunctions | None = None
     servers: int = 3
-    executors: int = 4
+    executors: int = 4  # peers serving ``functions`` as ``executor_type``
     executor_type: str = "python"
     concurrency: int = 2
     name: str = "local"
+    executor_groups: tuple[ExecutorGroup, ...] = ()
+
+    def groups(self) -> list[ExecutorGroup]:
+        """Every executor group: the Python functions' first, then ``executor_groups``."""
+        python = (
+            [ExecutorGroup(self.executor_type, self.functions, self.executors)]
+            if self.functions is not None and self.executors > 0
+            else []
+        )
+        return python + list(self.executor_groups)
 
 
 @dataclass
@@ -112,8 +134,11 @@ async def open_local_colony(config: LocalColonyConfig) -> AsyncIterator[LocalCol
 
     for i in range(config.servers):
         admit(f"server-{i + 1}", Role.SERVER)
-    for i in range(config.executors):
-        admit(f"{config.executor_type}-{i + 1}", Role.EXECUTOR, config.executor_type)
+    kinds: list[ExecutorKind] = []
+    for group in config.groups():
+        for i in range(group.count):
+            admit(f"{group.executor_type}-{i + 1}", Role.EXECUTOR, group.executor_type)
+            kinds.append(group.kind)
     admit("submitter", Role.SUBMITTER)
     server_certificates = tuple(c for _, _, c in members[: config.servers])
     server_ids = tuple(c.peer_id for c in server_certificates)
@@ -150,13 +175,11 @@ async def open_local_colony(config: LocalColonyConfig) -> AsyncIterator[LocalCol
                 local.servers.append(server)
             await local.client.admit_self()
             executor_members = zip(
-                members[config.servers : -1], peers[config.servers : -1], strict=True
+                members[config.servers : -1], peers[config.servers : -1], kinds, strict=True
             )
-            for (name, _, _), peer in executor_members:
+            for (name, _, _), peer, kind in executor_members:
                 client = ColonyClient(peer, server_ids)
-                service = ExecutorService(
-                    client, config.functions, name=name, concurrency=config.concurrency
-                )
+                service = ExecutorService(client, kind, name=name, concurrency=config.concurrency)
                 await nursery.start(service.run)
                 local.executors.append(service)
             try:
