@@ -33,6 +33,7 @@ Example (every key but ``key`` and ``colony`` is optional)::
     election_timeout_s = 0.5
     heartbeat_interval_s = 0.05
     tick_interval_s = 0.5
+    executor_stale_s = 10.0          # an executor silent this long is declared lost
 
     [executor]                       # what ``colonymesh executor run`` serves
     kind = "python"
@@ -87,6 +88,7 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
         "election_timeout_s",
         "heartbeat_interval_s",
         "tick_interval_s",
+        "executor_stale_s",
     ),
     "executor": ("kind", "functions", "name", "concurrency"),
 }
@@ -102,6 +104,7 @@ class ColonySettings:
     election_timeout_s: float = 0.5
     heartbeat_interval_s: float = 0.05
     tick_interval_s: float = 0.5
+    executor_stale_s: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +227,7 @@ def _colony_settings(reader: _Reader, present: bool) -> ColonySettings | None:
         election_timeout_s=election,
         heartbeat_interval_s=heartbeat,
         tick_interval_s=reader.positive("tick_interval_s", float, defaults.tick_interval_s),
+        executor_stale_s=reader.positive("executor_stale_s", float, defaults.executor_stale_s),
     )
 
 
@@ -377,6 +381,7 @@ def default_config_text(
         "# election_timeout_s = 0.5",
         "# heartbeat_interval_s = 0.05",
         "# tick_interval_s = 0.5",
+        "# executor_stale_s = 10.0  # the leader declares an executor silent this long lost",
         "",
         "# What `colonymesh executor run --config THIS_FILE` serves (flags override).",
         "# [executor]",

@@ -111,6 +111,7 @@ def server_config(
             heartbeat_interval_s=settings.heartbeat_interval_s,
         ),
         tick_interval_s=settings.tick_interval_s,
+        executor_stale_s=settings.executor_stale_s,
     )
 
 

@@ -39,6 +39,7 @@ from colonymesh.consensus.storage import LogStore
 from colonymesh.consensus.types import Entry, NodeId
 from colonymesh.node.certs import Certificate
 from colonymesh.node.colony import views
+from colonymesh.node.colony.liveness import ExecutorLiveness
 from colonymesh.node.colony.protocol import (
     FRAME_BYTES_MAX,
     GetProcess,
@@ -77,6 +78,8 @@ class ServerConfig:
     )
     tick_interval_s: float = 0.5
     propose_timeout_s: float = 10.0
+    # The leader declares an executor lost after this long without a ping answer (0: never).
+    executor_stale_s: float = 10.0
 
 
 class LedgerMachine:
@@ -119,6 +122,14 @@ class LedgerServer:
             raft_config=config.raft,
         )
         self._sealer = EnvelopeSealer(Signer(peer.config.keys), colony.colony_id, time.time())
+        self.liveness = ExecutorLiveness(
+            peer,
+            self.ledger,
+            self.driver,
+            self._sealer,
+            self.propose_frame,
+            config.executor_stale_s,
+        )
         self.hopeless_claims = 0
         for kind, handler in (
             ("colony.propose", self._propose),
@@ -138,6 +149,8 @@ class LedgerServer:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.driver.run)
                 nursery.start_soon(self._tick_while_leader)
+                if self.config.executor_stale_s > 0:
+                    nursery.start_soon(self.liveness.run)
                 task_status.started()
         finally:
             self.store.close()

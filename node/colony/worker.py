@@ -185,9 +185,22 @@ class ExecutorService:
                     await self.client.wait_work(self.executor_type, self.wait_s)
                 except ColonyUnavailable:
                     await trio.sleep(1.0)
+            elif "not a registered executor" in answer.reason:
+                # Declared lost (silent past the leader's stale timeout): join again.
+                log.warning("executor %s: no longer registered; registering again", self.name)
+                await self._register_again()
             else:
                 log.warning("executor %s: claim refused: %s", self.name, answer.reason)
                 await trio.sleep(0.5)
+
+    async def _register_again(self) -> None:
+        try:
+            await self.client.run(RegisterExecutor(self.name))
+            for funcname, description in sorted(self.kind.functions().items()):
+                await self.client.run(RegisterFunction(funcname, description))
+        except (ColonyUnavailable, CommandRefused) as error:
+            log.warning("executor %s: could not register again: %s", self.name, error)
+            await trio.sleep(1.0)
 
     async def _adopt(self) -> None:
         """Run one process the ledger assigns here that no slot runs (a claim's lost answer)."""

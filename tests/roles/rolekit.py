@@ -39,6 +39,7 @@ from support.cli import COMMAND
 
 HERE = Path(__file__).parent
 STARTUP_S = 30.0
+EXECUTOR_STALE_S = 2.0  # the leader declares a silent executor lost after this long
 
 
 def free_port() -> int:
@@ -243,7 +244,12 @@ def make_cluster(
         _write_config(
             server,
             bootstrap=[s.address for s in cluster.servers if s is not server],
-            extra=["[colony]", f"servers = {_toml_list(server_ids)}", "election_timeout_s = 0.5"],
+            extra=[
+                "[colony]",
+                f"servers = {_toml_list(server_ids)}",
+                "election_timeout_s = 0.5",
+                f"executor_stale_s = {EXECUTOR_STALE_S}",
+            ],
         )
         server.command = [*COMMAND, "node", "run", "--config", str(server.folder / "node.toml")]
     pythonpath = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH", "")]))

@@ -88,6 +88,11 @@ def _assert_three_zeros(report: ChaosReport, total: int) -> None:
     assert all(f < 3.0 for f in report.failovers_s), report.failovers_s  # election timeout 0.5 s
 
 
+def _assert_dead_executors_dropped(cluster: Cluster, report: ChaosReport) -> None:
+    alive = len(cluster.executors) - len(report.killed_executors)
+    wait_for("the dead executors dropped", lambda: cluster.registered_executors() == alive, 10)
+
+
 async def test_leader_and_executor_killed_under_load(tmp_path: Path) -> None:
     cluster = make_cluster(tmp_path, servers=3, executors=3)
     try:
@@ -96,6 +101,7 @@ async def test_leader_and_executor_killed_under_load(tmp_path: Path) -> None:
             cluster, total=200, plan=[(50, "leader"), (110, "executor")], restart_server=True
         )
         _assert_three_zeros(report, 200)
+        _assert_dead_executors_dropped(cluster, report)
         assert report.caught_up  # the old leader, restarted, applied up to the commit
     finally:
         cluster.close()
@@ -110,6 +116,7 @@ async def test_repeated_leader_kills_and_executor_kills_soak(tmp_path: Path) -> 
         plan += [(700, "leader")]
         report = await run_chaos(cluster, total=900, plan=plan, restart_server=True, pace_s=0.01)
         _assert_three_zeros(report, 900)
+        _assert_dead_executors_dropped(cluster, report)
         assert report.caught_up
     finally:
         cluster.close()
