@@ -46,7 +46,8 @@ from colonymesh.node.peer.peer import Peer
 log = logging.getLogger("colonymesh.node.colony")
 
 LEDGER_DIR = "ledger"
-# Kinds another part of colonymesh provides; until they land, a clear refusal.
+# Kinds whose executors live elsewhere in colonymesh and are not wired into
+# ``executor run`` yet (they need their own configuration): a clear refusal.
 PLANNED_KINDS = {
     "process": "colonymesh.executors.process",
     "slurm": "colonymesh.executors.slurm.runtime",
@@ -209,8 +210,8 @@ def executor_kind(kind: str, functions: str) -> ExecutorKind:
         return load_functions(functions)
     if kind in PLANNED_KINDS:
         raise RoleError(
-            f"executor kind {kind!r} is not available in this build "
-            f"({PLANNED_KINDS[kind]} is not there yet); use --kind python"
+            f"executor kind {kind!r} is not available from `executor run` yet "
+            f"({PLANNED_KINDS[kind]} is not wired in); use --kind python"
         )
     raise RoleError(f"unknown executor kind {kind!r}; expected python")
 

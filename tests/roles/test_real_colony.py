@@ -83,7 +83,8 @@ def _assert_three_zeros(report: ChaosReport, total: int) -> None:
     assert report.lost == [], report.lost
     assert report.concurrent == [], report.concurrent
     assert report.foreign_closes == [], report.foreign_closes
-    assert report.cut_runs >= len(report.killed_executors)  # each kill cut a running process
+    if report.killed_executors:  # a killed executor's work ran again elsewhere
+        assert report.reruns >= 1
     assert len(report.failovers_s) == len(report.killed_leaders)
     assert all(f < 3.0 for f in report.failovers_s), report.failovers_s  # election timeout 0.5 s
 
