@@ -20,7 +20,7 @@ from colonymesh.executors.kubernetes import (
     deployment_manifest,
     job_manifest,
 )
-from colonymesh.node.spec import parse_function_spec
+from colonymesh.node.spec import SpecError, parse_function_spec
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
@@ -106,7 +106,11 @@ def specs(draw: st.DrawFn) -> dict[str, Any]:
         "funcname": "train",
         "args": draw(
             st.lists(
-                st.text(max_size=10) | st.integers(-(2**63) + 1, 2**63 - 1) | st.booleans(),
+                # NUL cannot travel in an argv: the translators refuse it by field name
+                # (tested elsewhere), so the specs that must validate avoid it.
+                st.text(max_size=10).filter(lambda v: "\x00" not in v)
+                | st.integers(-(2**63) + 1, 2**63 - 1)
+                | st.booleans(),
                 max_size=4,
             )
         ),
@@ -149,3 +153,9 @@ def test_random_specs_validate_strictly(obj: dict[str, Any], process_id: str) ->
     for version in (VERSIONS[0], VERSIONS[-1]):
         validate(job_manifest(spec, process_id, FULL_CONFIG), version)
         validate(deployment_manifest(spec, process_id, FULL_CONFIG), version)
+
+
+def test_a_nul_in_an_argument_is_refused_by_field_name() -> None:
+    spec = parse_function_spec({**SPECS["minimal"], "args": ["ok", "bad\x00arg"]})
+    with pytest.raises(SpecError, match=r"argv\[\d+\]"):
+        job_manifest(spec, "p", CONFIG)
