@@ -197,7 +197,13 @@ class SlurmExecutor:
 
     async def poll(self, job_id: int) -> tuple[SlurmJobState, str] | None:
         """The job's state and node list from squeue, ``None`` once it is no longer listed."""
-        rows = parse_squeue(await self._command(squeue_argv([job_id])))
+        try:
+            text = await self._command(squeue_argv([job_id]))
+        except SlurmCommandError as error:
+            if "Invalid job id" in str(error):  # purged from slurmctld's memory
+                return None
+            raise
+        rows = parse_squeue(text)
         row = next((r for r in rows if r.job_id == str(job_id)), None)
         return None if row is None else (row.state, row.node_list)
 
@@ -266,11 +272,15 @@ class SlurmExecutor:
             _FileTail(job.stderr_for(job_id), stderr),
         ]
         outcome: JobOutcome | None = None
+        lost: ProcessFailed | None = None
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(logs.run)
                 nursery.start_soon(self._tail, tails)
-                outcome = await self._follow(context, job_id)
+                try:
+                    outcome = await self._follow(context, job_id)
+                except ProcessFailed as failure:  # raised below, not as an exception group
+                    lost = failure
                 nursery.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
@@ -281,6 +291,8 @@ class SlurmExecutor:
                     file_tail.reader.finish()
                 with trio.move_on_after(5):
                     await logs.close()
+        if lost is not None:
+            raise lost
         return self._result(outcome, stdout, tail)
 
     async def _tail(self, tails: list[_FileTail]) -> None:
@@ -299,12 +311,13 @@ class SlurmExecutor:
         while True:
             try:
                 listed = await self.poll(job_id)
-                outcome = None if listed else await self.final_record(job_id)
+                finished = listed is None or phase_of(listed[0]).is_terminal
+                outcome = await self.final_record(job_id) if finished else None
             except (SlurmCommandError, SlurmParseError) as error:
                 log.warning("Slurm job %d: tracking: %s", job_id, error)
                 listed, outcome = None, None
             else:
-                if listed is None and outcome is None:
+                if listed is None and outcome is None:  # known to none of squeue, scontrol, sacct
                     unknown_since = unknown_since or trio.current_time()
                     if trio.current_time() - unknown_since > config.unknown_for_s_max:
                         raise ProcessFailed(f"Slurm job {job_id} is no longer known to Slurm")
