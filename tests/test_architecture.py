@@ -30,6 +30,9 @@ IO_MODULES = {
     "consensus/storage": "the durable log store: the one part of consensus that touches disk",
     "fs/store.py": "the local chunk store on disk",
     "fs/local.py": "reads local files and folders to feed the pure importer",
+    "node/dht/driver.py": "the trio driver of the Kademlia core",
+    "node/dht/links.py": "the Kademlia driver's per-peer stream links",
+    "node/gossip/driver.py": "the trio driver of the gossip core",
 }
 # ``import random`` itself is allowed for the ``random.Random`` type of an
 # injected generator; any other ``random.X`` is reported by _imports.
