@@ -40,8 +40,8 @@ class Network:
     """Delay, loss, duplication, reordering, bandwidth and partitions for the simulator."""
 
     __slots__ = (
-        "_blocked",
         "_free_at",
+        "blocked",
         "delay_base_s",
         "delay_jitter_s",
         "duplicate",
@@ -77,7 +77,9 @@ class Network:
         self.location_delay_s: list[list[float]] = []
         self.links: dict[tuple[int, int], LinkSpec] = {}
         self.groups: list[int] = []
-        self._blocked: set[tuple[int, int]] = set()
+        # Directed (src group, dst group) pairs that are cut. Mutated in place only:
+        # the simulator's event loop holds a reference to this set and to groups.
+        self.blocked: set[tuple[int, int]] = set()
         self.uplink_bytes_per_s: list[float] = []
         self._free_at: list[float] = []
 
@@ -108,28 +110,28 @@ class Network:
         n = len(sides)
         for a in range(1, n + 1):
             for b in range(a + 1, n + 1):
-                self._blocked.add((a, b))
+                self.blocked.add((a, b))
                 if not one_way:
-                    self._blocked.add((b, a))
+                    self.blocked.add((b, a))
 
     def block(self, src_group: int, dst_group: int) -> None:
         """Cut one direction between two groups (for hand-written scenarios)."""
-        self._blocked.add((src_group, dst_group))
+        self.blocked.add((src_group, dst_group))
 
     def heal(self) -> None:
         """Remove every partition; all nodes return to group 0."""
-        self._blocked.clear()
+        self.blocked.clear()
         groups = self.groups
         for i in range(len(groups)):
             groups[i] = 0
 
     def is_partitioned(self) -> bool:
-        return bool(self._blocked)
+        return bool(self.blocked)
 
     def can_reach(self, src: int, dst: int) -> bool:
-        if not self._blocked:
+        if not self.blocked:
             return True
-        return (self.groups[src], self.groups[dst]) not in self._blocked
+        return (self.groups[src], self.groups[dst]) not in self.blocked
 
     # -- per-message draws ------------------------------------------------
 

@@ -13,6 +13,7 @@ import random
 import time
 from dataclasses import dataclass, field
 
+from colonymesh.simulations.disk import SimDisk
 from colonymesh.simulations.engine import InvariantViolation, NodeIO, Simulator
 from colonymesh.simulations.faults import FaultInjector, FaultProfile
 
@@ -298,3 +299,22 @@ def test_harness_speed_events_per_second() -> None:
     print(f"{sim.stats.events} events in {wall:.3f}s: {rate:,.0f} events/s")
     assert sim.stats.events > 100_000
     assert rate > 50_000  # loose: the CPU is shared; bench/ reports the real figure
+
+
+def test_shared_node_rng_is_deterministic_and_builds_no_generator_per_node() -> None:
+    def once() -> list[tuple[int, float]]:
+        sim = Simulator(9, shared_node_rng=True)
+        world = World()
+        world.peers = list(range(4))
+        for _ in range(4):
+            sim.add_node(lambda io: CounterAdapter(io, world, broken=False, period_s=0.1))
+        assert sim.run_until(1.0)
+        return world.fire_times
+
+    first = once()
+    assert first == once() and len(first) > 20
+    sim = Simulator(9, shared_node_rng=True)
+    io = NodeIO(sim, 0, SimDisk())
+    assert io.rng is sim.rng
+    own = NodeIO(Simulator(9), 0, SimDisk())
+    assert own.rng is own.rng  # built once, lazily, per incarnation
