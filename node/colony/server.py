@@ -59,7 +59,7 @@ from colonymesh.node.ledger.ledger import Ledger
 from colonymesh.node.ledger.model import ProcessState
 from colonymesh.node.peer.messaging import Incoming
 from colonymesh.node.peer.peer import Peer
-from colonymesh.node.raft.driver import ProposalLost, RaftDriver
+from colonymesh.node.raft.driver import DriverConfig, ProposalLost, RaftDriver
 from colonymesh.node.raft.network import PeerRaftNetwork
 
 log = logging.getLogger("colonymesh.node.colony")
@@ -78,6 +78,10 @@ class ServerConfig:
     )
     tick_interval_s: float = 0.5
     propose_timeout_s: float = 10.0
+    # Snapshot the ledger and drop the Raft log behind it every this many
+    # applied entries (0 keeps the whole log). Lagging servers catch up by
+    # InstallSnapshot, restarts replay only the tail.
+    snapshot_every_entries: int = 10_000
     # The leader declares an executor lost after this long without a ping answer (0: never).
     executor_stale_s: float = 10.0
 
@@ -96,10 +100,24 @@ class LedgerMachine:
         return events
 
     def snapshot(self) -> bytes:
-        raise NotImplementedError("ledger snapshots are not implemented; compaction is off")
+        return self.ledger.snapshot()
 
     def restore(self, data: bytes) -> None:
-        raise NotImplementedError("ledger snapshots are not implemented; compaction is off")
+        """Replace the ledger's state (InstallSnapshot, or a restart from disk).
+
+        A snapshot the ledger refuses raises ``SnapshotError`` and stops the
+        driver: it came from our own disk or from a fellow server, so it is
+        corruption, and carrying on from a wrong state would be worse.
+        """
+        self.ledger.restore(data)
+        log.info(
+            "ledger restored from a snapshot at index %d (%d bytes, %d processes)",
+            self.ledger.applied_index,
+            len(data),
+            len(self.ledger.processes),
+        )
+        self.changed.set()
+        self.changed = trio.Event()
 
 
 class LedgerServer:
@@ -120,6 +138,7 @@ class LedgerServer:
             self.network,
             founding_voters=[NodeId(p) for p in config.founding_servers],
             raft_config=config.raft,
+            config=DriverConfig(snapshot_every_entries=config.snapshot_every_entries),
         )
         self._sealer = EnvelopeSealer(Signer(peer.config.keys), colony.colony_id, time.time())
         self.liveness = ExecutorLiveness(
