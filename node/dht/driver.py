@@ -51,6 +51,7 @@ import trio
 from colonymesh.node.certs import Certificate, decode_record, encode_record
 from colonymesh.node.dht import codec
 from colonymesh.node.dht.effects import (
+    DhtBusy,
     DhtConfig,
     LookupFinished,
     Output,
@@ -95,6 +96,11 @@ class DhtServiceConfig:
     connect_timeout_s: float = 3.0
     idle_stream_s: float = 60.0
     bootstrap_retry_s: float = 1.0  # while the table is empty after a bootstrap
+    # after joining, look up our own id again at doubling intervals up to the cap: a
+    # peer that joined early learns of those that joined after it (who told only the
+    # peers closest to themselves) without waiting for an hourly bucket refresh
+    self_lookup_first_s: float = 2.0
+    self_lookup_max_s: float = 600.0
     seed: int | None = None
 
 
@@ -236,12 +242,21 @@ class DhtService:
             if seeds:
                 try:
                     await self._run_op(partial(self.core.bootstrap, seeds))
-                except ColonymeshError as error:
+                except (ColonymeshError, DhtBusy) as error:
                     log.info("dht bootstrap failed: %s", error)
                 if len(self.core.table) > 0:
                     log.info("dht joined: %d contacts", len(self.core.table))
-                    return
+                    break
             await trio.sleep(self.config.bootstrap_retry_s)
+        interval = self.config.self_lookup_first_s
+        own_id = id_to_bytes(self.core.table.self_id)
+        while True:
+            await trio.sleep(interval)
+            interval = min(interval * 2, self.config.self_lookup_max_s)
+            try:
+                await self.find_node(own_id)
+            except (ColonymeshError, DhtBusy) as error:
+                log.info("dht self-lookup failed: %s", error)
 
     def _bootstrap_seeds(self) -> list[PeerInfo]:
         seeds: dict[bytes, PeerInfo] = {}
