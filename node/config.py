@@ -40,6 +40,7 @@ Example (every key but ``key`` and ``colony`` is optional)::
     functions = "mypkg.tasks:functions"
     name = "edge-1"                  # default: the certificate's name
     concurrency = 1
+    type = "python"                  # optional: must match the certificate's executor type
 
 A node whose certificate holds the ``server`` role and whose config has a
 ``[colony]`` section serves the ledger: it is one of ``servers`` (the
@@ -90,7 +91,7 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
         "tick_interval_s",
         "executor_stale_s",
     ),
-    "executor": ("kind", "functions", "name", "concurrency"),
+    "executor": ("kind", "functions", "name", "concurrency", "type"),
 }
 EXECUTOR_KINDS = ("python", "process", "slurm", "kubernetes")
 
@@ -115,6 +116,7 @@ class ExecutorSettings:
     functions: str = ""
     name: str = ""
     concurrency: int = 1
+    executor_type: str = ""  # if set, must match the certificate's executor type
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +240,7 @@ def _executor_settings(reader: _Reader) -> ExecutorSettings:
         functions=reader.get("functions", str, defaults.functions),
         name=reader.get("name", str, defaults.name),
         concurrency=reader.positive("concurrency", int, defaults.concurrency),
+        executor_type=reader.get("type", str, defaults.executor_type),
     )
 
 

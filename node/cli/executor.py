@@ -33,6 +33,11 @@ def register(commands: Any) -> None:
     )
     run.add_argument("--concurrency", type=int, help="processes run at once (default 1)")
     run.add_argument("--name", help="executor name (default: the certificate's name)")
+    run.add_argument(
+        "--type",
+        dest="executor_type",
+        help="expected executor type (the certificate sets it; a mismatch is an error)",
+    )
     run.add_argument("--log-format", choices=("text", "json"), help="override [log] format")
     run.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     run.set_defaults(handler=_run)
@@ -55,6 +60,7 @@ def _run(args: argparse.Namespace) -> int:
             ("functions", args.functions),
             ("concurrency", args.concurrency),
             ("name", args.name),
+            ("executor_type", args.executor_type),
         )
         if value is not None
     }

@@ -134,7 +134,10 @@ async def run_node(config: NodeConfig, executor: ExecutorSettings | None = None)
         peer_config, folder = build_peer_config(config)
         check_address(config.control_address)
         config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        kind = roles.executor_kind(executor.kind, executor.functions) if executor else None
+        kind = None
+        if executor is not None:
+            check_executor(config, peer_config.certificate, executor)
+            kind = roles.executor_kind(executor.kind, executor.functions)
         server_config = None
         if config.colony_settings is not None:
             server_config = roles.server_config(
@@ -168,6 +171,20 @@ async def run_node(config: NodeConfig, executor: ExecutorSettings | None = None)
     return 0
 
 
+def check_executor(
+    config: NodeConfig, certificate: Certificate | None, settings: ExecutorSettings
+) -> None:
+    """Refuse, before starting, an executor its certificate does not allow."""
+    where = config.certificate or config.path
+    if certificate is None or not certificate.has_role(Role.EXECUTOR):
+        raise InputError(f"{where}: an executor needs a certificate with the executor role")
+    if settings.executor_type and settings.executor_type != certificate.executor_type:
+        raise InputError(
+            f"{where}: the certificate is for executor type {certificate.executor_type!r}, "
+            f"not {settings.executor_type!r}"
+        )
+
+
 async def _run_executor(
     peer: Peer,
     config: NodeConfig,
@@ -177,9 +194,7 @@ async def _run_executor(
 ) -> None:
     """Serve ``kind`` until cancelled; registration waits for the colony to answer."""
     certificate = peer.certificate
-    if certificate is None or not certificate.has_role(Role.EXECUTOR):
-        state.executor_error = "this node's certificate lacks the executor role"
-        log.error("cannot run an executor: %s", state.executor_error)
+    if certificate is None:  # checked by check_executor before the node started
         return
     while True:
         try:
@@ -197,7 +212,9 @@ async def _run_executor(
         )
         state.executor = service
         try:
-            await service.run()
+            async with trio.open_nursery() as nursery:
+                await nursery.start(service.run)  # returns once registered
+                state.executor_error = ""
             return
         except (ColonyUnavailable, CommandRefused) as error:
             # Registration needs a leader; a refusal (e.g. the name is taken) may clear.

@@ -75,6 +75,11 @@ def test_executor_run_refuses_kinds_not_available(cluster: Cluster) -> None:
     assert len(result.stderr.strip().splitlines()) == 1
     result = run("executor", "run", "--config", config, "--functions", "no_such_module:x")
     assert result.code != 0 and "cannot import no_such_module" in result.stderr
+    result = run("executor", "run", "--config", config, "--functions", "x:y", "--type", "slurm")
+    assert result.code != 0 and "executor type 'python', not 'slurm'" in result.stderr
+    server_config = cluster.servers[0].folder / "node.toml"
+    result = run("executor", "run", "--config", server_config, "--functions", "roletasks:functions")
+    assert result.code != 0 and "needs a certificate with the executor role" in result.stderr
 
 
 def _assert_three_zeros(report: ChaosReport, total: int) -> None:
