@@ -30,7 +30,11 @@ The contract the driver honours, for every Ready, in this order:
    and ``advance``.
 
 Because a vote or an acknowledgement is only sent after what it vouches for
-is durable, a crash at any point loses nothing another node relied on. On
+is durable, a crash at any point loses nothing another node relied on. (A
+leader counts its own log as stored when it appends, so a lone voter's
+``commit`` may briefly run ahead of its disk; nothing of that is observable —
+applied, acknowledged or sent — before the Ready carrying those entries is
+persisted, and a crash before then simply loses never-committed entries.) On
 restart the driver passes the persisted hard state, entries and snapshot to
 the constructor.
 

@@ -65,6 +65,11 @@ class MemoryStore:
     snapshot: Snapshot | None = None
     entries: list[Entry] = field(default_factory=list)
 
+    def last_index(self) -> int:
+        if self.entries:
+            return self.entries[-1].index
+        return self.snapshot.meta.index if self.snapshot is not None else 0
+
     def save(self, rd: Ready) -> None:
         if rd.snapshot is not None:
             self.snapshot = rd.snapshot
@@ -371,15 +376,19 @@ class Cluster:
                 other = self.leaders.setdefault(node.term, i)
                 if other != i:
                     raise SafetyViolation(f"two leaders in term {node.term}: {other} and {i}")
-            # Record what is committed, to check leader completeness.
+            # Record what is committed, to check leader completeness. Only what this
+            # node also made durable counts: a lone voter commits an entry the moment
+            # it appends it, but nobody can observe that before the Ready holding it
+            # is persisted (and a crash before then loses it, harmlessly).
             log = node.log
+            top = min(log.committed, self.stores[i].last_index())
             lo = max(log.first_index(), self._recorded.get(i, 0) + 1)
-            for entry in log.slice(lo, log.committed + 1) if log.committed >= lo else []:
+            for entry in log.slice(lo, top + 1) if top >= lo else []:
                 # The entry was committed in some term <= the observer's current term.
                 seen = self.committed.setdefault(entry.index, (entry.term, node.term))
                 if seen[0] != entry.term:
                     raise SafetyViolation(f"{i} committed a different entry at {entry.index}")
-            self._recorded[i] = max(self._recorded.get(i, 0), log.committed)
+            self._recorded[i] = max(self._recorded.get(i, 0), top)
         for i, node in live:
             # Leader completeness (§5.4): a leader holds every entry committed in an
             # earlier term (a stale leader of an older term need not).
