@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from colonymesh.consensus.types import Entry, HardState, NodeId, Snapshot
+from colonymesh.consensus.types import Entry, EntryKind, HardState, NodeId, Snapshot
 from colonymesh.simulations.engine import InvariantViolation
 
 _ChainKey = tuple[int, int, int, bytes]
@@ -76,6 +76,7 @@ class RaftChecker:
         self.committed_term: list[int] = []  # entry term of committed index i
         self.commit_term: list[int] = []  # upper bound of the term index i was committed in
         self.leader_changes = 0
+        self.conf_entries = 0  # CONF_CHANGE entries committed (bootstrap ones included)
 
     # -- persisted state --------------------------------------------------
 
@@ -214,6 +215,8 @@ class RaftChecker:
             self.committed_chain.append(chain)
             self.committed_term.append(int(e.term))
             self.commit_term.append(current_term)
+            if e.kind is EntryKind.CONF_CHANGE:
+                self.conf_entries += 1
         self.applied[server] = index
 
     def restored(self, server: int, snap: Snapshot) -> None:

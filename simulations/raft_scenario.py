@@ -24,10 +24,14 @@ and snapshot transfer to lagging servers are exercised too.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
 from colonymesh.consensus import (
+    ConfChange,
+    ConfChangeError,
+    ConfChangeOp,
     Message,
     NotLeader,
     ProposalDropped,
@@ -64,26 +68,34 @@ class RaftScenarioConfig:
     election_timeout_s: float = 0.3
     heartbeat_interval_s: float = 0.05
     events_max: int = 2_000_000  # for the whole run; a 20 s run takes ~20,000
+    membership: bool = True  # some seeds add, promote and remove servers
+    spares: int = 2  # servers outside the group at the start, for membership changes
 
 
 class RaftCluster:
     """What the servers share across restarts: names, the checker, the workload."""
 
     def __init__(
-        self, cfg: RaftScenarioConfig, workload: KvWorkload, *, read_index: bool = False
+        self,
+        cfg: RaftScenarioConfig,
+        workload: KvWorkload,
+        *,
+        read_index: bool = False,
+        spares: int = 0,
     ) -> None:
         self.cfg = cfg
         self.read_index = read_index  # serve reads by ReadIndex instead of through the log
-        self.ids = [NodeId(f"s{i}") for i in range(cfg.peers)]
+        # Servers 0..peers-1 found the group; the spares start empty and may join later.
+        self.ids = [NodeId(f"s{i}") for i in range(cfg.peers + spares)]
         self.index_of = {nid: i for i, nid in enumerate(self.ids)}
-        self.conf = ConfState(voters=tuple(self.ids))
+        self.conf = ConfState(voters=tuple(self.ids[: cfg.peers]))
         self.raft_config = RaftConfig(
             election_timeout_s=cfg.election_timeout_s,
             heartbeat_interval_s=cfg.heartbeat_interval_s,
         )
         self.checker = RaftChecker(self.ids)
         self.workload = workload
-        self.servers: list[RaftServer | None] = [None] * cfg.peers
+        self.servers: list[RaftServer | None] = [None] * len(self.ids)
 
 
 def replay(records: list[object]) -> tuple[HardState | None, list[Entry], Snapshot | None]:
@@ -152,7 +164,7 @@ class RaftServer:
             c.checker.restored(self.index, snapshot)
         self.node = RaftNode(
             c.ids[self.index],
-            c.conf,
+            c.conf if self.index < c.cfg.peers else ConfState(),
             c.raft_config,
             self.io.rng,
             now,
@@ -283,6 +295,14 @@ class RaftServer:
             return
         self._drain(now)
 
+    def change(self, change: ConfChange) -> None:
+        """An operator asks this server, if leader, to change the membership."""
+        try:
+            self._node().propose_conf_change(change)
+        except (NotLeader, ProposalDropped, ConfChangeError):
+            return
+        self._drain(self.io.now)
+
     def _maybe_snapshot(self) -> None:
         every = self.cluster.cfg.snapshot_every
         if every and self.applied - self.snapshot_index >= every:
@@ -329,14 +349,87 @@ class RaftRun:
     figures: dict[str, Any]
 
 
+class Operator:
+    """Scheduled operator actions on the leader: leadership transfers and membership changes.
+
+    Membership changes go one server at a time (§6): a spare server joins as
+    a learner, a learner is promoted, a voter is removed (the leader too),
+    keeping between ``peers - 1`` and ``peers + 1`` voters.
+    """
+
+    def __init__(self, sim: Simulator, cluster: RaftCluster, until_s: float) -> None:
+        self.sim = sim
+        self.cluster = cluster
+        self.until_s = until_s
+        self.transfers = 0
+        self.conf_changes = 0
+
+    def leader(self) -> RaftServer | None:
+        """The live leader with the highest term (a deposed one may not know yet)."""
+        best: RaftServer | None = None
+        for server in self.cluster.servers:
+            if server is None or server.node is None or not server.is_leader():
+                continue
+            if best is None or server.role_term()[1] > best.role_term()[1]:
+                best = server
+        return best
+
+    def leader_index(self) -> int | None:
+        best = self.leader()
+        return None if best is None else best.index
+
+    def every(self, interval_s: float, action: Callable[[], None]) -> None:
+        if interval_s <= 0.0:
+            return
+
+        def tick() -> None:
+            if self.sim.now < self.until_s:
+                action()
+                self.sim.call_later(self.sim.rng.expovariate(1.0 / interval_s), tick)
+
+        self.sim.call_later(self.sim.rng.expovariate(1.0 / interval_s), tick)
+
+    def transfer(self) -> None:
+        lead = self.leader()
+        if lead is None or lead.node is None:
+            return
+        others = [v for v in lead.node.conf.voters if v != lead.node.id]
+        if others:
+            to = self.cluster.index_of[others[self.sim.rng.randrange(len(others))]]
+            self.transfers += 1
+            self.sim.poke(lead.index, lambda adapter: cast(RaftServer, adapter).transfer(to))
+
+    def reconfigure(self) -> None:
+        lead = self.leader()
+        if lead is None or lead.node is None:
+            return
+        conf = lead.node.conf
+        ids = self.cluster.ids
+        spares = [n for n in ids if n not in conf.voters and n not in conf.learners]
+        peers = self.cluster.cfg.peers
+        options: list[ConfChange] = [ConfChange(ConfChangeOp.ADD_LEARNER, n) for n in spares]
+        if len(conf.voters) < peers + 1:
+            options += [ConfChange(ConfChangeOp.ADD_VOTER, n) for n in conf.learners]
+        if len(conf.voters) > max(1, peers - 1):
+            options += [ConfChange(ConfChangeOp.REMOVE_NODE, n) for n in conf.voters]
+        options += [ConfChange(ConfChangeOp.REMOVE_NODE, n) for n in conf.learners]
+        if options:
+            change = options[self.sim.rng.randrange(len(options))]
+            self.conf_changes += 1
+            self.sim.poke(lead.index, lambda adapter: cast(RaftServer, adapter).change(change))
+
+
 def run(seed: int, cfg: RaftScenarioConfig, server_cls: type[RaftServer] = RaftServer) -> RaftRun:
     """One seeded run: safety phase under faults, heal phase, final checks."""
     sim = Simulator(seed)
     sim.events_limit = cfg.events_max
-    profile = FaultProfile.draw(sim.rng)
-    read_index = sim.rng.random() < 0.5
-    transfer_interval_s = (0.0, 1.0, 4.0)[sim.rng.randrange(3)]
-    servers = list(range(cfg.peers))
+    rng = sim.rng
+    profile = FaultProfile.draw(rng)
+    read_index = rng.random() < 0.5
+    transfer_interval_s = (0.0, 1.0, 4.0)[rng.randrange(3)]
+    conf_interval_s = (0.0, 0.5, 2.0)[rng.randrange(3)] if cfg.membership else 0.0
+    spares = cfg.spares if conf_interval_s > 0.0 else 0
+    servers = list(range(cfg.peers + spares))
     workload = KvWorkload(
         servers,
         keys=cfg.keys,
@@ -344,7 +437,7 @@ def run(seed: int, cfg: RaftScenarioConfig, server_cls: type[RaftServer] = RaftS
         attempts_max=20,
         think_s=cfg.heartbeat_interval_s,
     )
-    cluster = RaftCluster(cfg, workload, read_index=read_index)
+    cluster = RaftCluster(cfg, workload, read_index=read_index, spares=spares)
     for _ in servers:
         sim.add_node(lambda io: server_cls(io, cluster))
     clients: list[KvClient] = []
@@ -358,9 +451,10 @@ def run(seed: int, cfg: RaftScenarioConfig, server_cls: type[RaftServer] = RaftS
         sim.add_node(make_client)
 
     checker = cluster.checker
+    servers_n = len(servers)
 
     def check_step(index: int) -> None:
-        if 0 <= index < cfg.peers:
+        if 0 <= index < servers_n:
             server = sim.adapter(index)
             if isinstance(server, RaftServer) and server.node is not None:
                 role, term = server.role_term()
@@ -368,57 +462,44 @@ def run(seed: int, cfg: RaftScenarioConfig, server_cls: type[RaftServer] = RaftS
                     checker.leader_seen(index, term)
 
     def crashed(index: int) -> None:
-        if index < cfg.peers:
+        if index < servers_n:
             cluster.servers[index] = None
             checker.rebuild(index, sim.disk(index).records)
 
     sim.checkers.append(check_step)
     sim.on_crash.append(crashed)
-
-    def leader() -> int | None:
-        for server in cluster.servers:
-            if server is not None and server.node is not None and server.is_leader():
-                return server.index
-        return None
-
-    injector = FaultInjector(sim, profile, servers, focus=leader)
+    operator = Operator(sim, cluster, cfg.safety_s)
+    injector = FaultInjector(sim, profile, servers, focus=operator.leader_index)
     injector.start()
-    transfers = [0]
-
-    def transfer() -> None:
-        if sim.now >= cfg.safety_s:
-            return
-        current = leader()
-        if current is not None and cfg.peers > 1:
-            to = sim.rng.randrange(cfg.peers - 1)
-            to = cfg.peers - 1 if to == current else to
-            transfers[0] += 1
-            sim.poke(current, lambda adapter: cast(RaftServer, adapter).transfer(to))
-        sim.call_later(sim.rng.expovariate(1.0 / transfer_interval_s), transfer)
-
-    if transfer_interval_s > 0.0:
-        sim.call_later(sim.rng.expovariate(1.0 / transfer_interval_s), transfer)
+    operator.every(transfer_interval_s, operator.transfer)
+    operator.every(conf_interval_s, operator.reconfigure)
 
     ok = sim.run_until(cfg.safety_s)
     heal_s: float | None = None
     if ok:
         injector.heal()
-        heal_s = _heal(sim, cfg, cluster, clients)
+        heal_s = _heal(sim, cfg, cluster, clients, operator)
     workload.active = False
     for client in clients:
         client.finish()
     lin = None
     if sim.violation is None:
-        _final_checks(sim, cluster)
+        _final_checks(sim, cluster, operator)
     if sim.violation is None:
         lin = check_kv(workload.history, steps_max=2_000_000)
         if lin.ok is False:
             sim.fail("linearizability: no legal order for " + "; ".join(lin.failed_partition[:20]))
+    lead = operator.leader()
+    final_conf = lead.node.conf if lead is not None and lead.node is not None else ConfState()
     figures: dict[str, Any] = {
         "virtual_seconds": round(sim.now, 6),
         "reads": "read_index" if read_index else "log",
         "transfer_interval_s": transfer_interval_s,
-        "transfers": transfers[0],
+        "transfers": operator.transfers,
+        "conf_interval_s": conf_interval_s,
+        "conf_changes_asked": operator.conf_changes,
+        "conf_changes_committed": max(0, checker.conf_entries - cfg.peers),
+        "final_voters": len(final_conf.voters),
         "leader_changes": checker.leader_changes,
         "max_term": max(checker.leaders, default=0),
         "commits": checker.commits,
@@ -433,8 +514,22 @@ def run(seed: int, cfg: RaftScenarioConfig, server_cls: type[RaftServer] = RaftS
     return RaftRun(sim.violation, sim.violation_at, profile, figures)
 
 
+def _members(operator: Operator) -> list[int] | None:
+    """Indexes of the current leader's voters and learners (None without a leader)."""
+    lead = operator.leader()
+    if lead is None or lead.node is None:
+        return None
+    conf = lead.node.conf
+    index_of = operator.cluster.index_of
+    return sorted(index_of[n] for n in (*conf.voters, *conf.learners))
+
+
 def _heal(
-    sim: Simulator, cfg: RaftScenarioConfig, cluster: RaftCluster, clients: list[KvClient]
+    sim: Simulator,
+    cfg: RaftScenarioConfig,
+    cluster: RaftCluster,
+    clients: list[KvClient],
+    operator: Operator,
 ) -> float | None:
     """Run until the cluster converges after the faults stop; returns how long it took."""
     heal_at = sim.now
@@ -443,37 +538,45 @@ def _heal(
     while sim.now < deadline:
         if not sim.run_until(min(deadline, sim.now + step_s)):
             return None
-        if _converged(sim, cluster, clients, heal_at):
+        if _converged(cluster, clients, heal_at, operator):
             return sim.now - heal_at
     applied = [s.applied if s else -1 for s in cluster.servers]
     sim.fail(
         f"liveness: no convergence within {cfg.heal_bound_s}s after healing "
-        f"(applied {applied}, commits {cluster.checker.commits})"
+        f"(applied {applied}, commits {cluster.checker.commits}, members {_members(operator)})"
     )
     return None
 
 
 def _converged(
-    sim: Simulator, cluster: RaftCluster, clients: list[KvClient], heal_at: float
+    cluster: RaftCluster, clients: list[KvClient], heal_at: float, operator: Operator
 ) -> bool:
     # A client operation invoked after the heal completed: a new entry was committed.
     if not any(t >= heal_at for c in clients for t in c.completed_calls):
         return False
-    servers = cluster.servers
-    if any(s is None or s.node is None for s in servers):
-        return False
-    leaders = [s for s in servers if s is not None and s.role_term()[0] is Role.LEADER]
-    if len(leaders) != 1:
+    members = _members(operator)
+    if members is None:
         return False
     commits = cluster.checker.commits
-    return all(s is not None and s.applied == commits for s in servers)
+    for index in members:
+        server = cluster.servers[index]
+        if server is None or server.node is None or server.applied != commits:
+            return False
+        if server.is_leader() and server is not operator.leader():
+            return False  # a second, deposed leader among the members
+    return True
 
 
-def _final_checks(sim: Simulator, cluster: RaftCluster) -> None:
-    """Every acknowledged write is in every server's state machine."""
-    for server in cluster.servers:
+def _final_checks(sim: Simulator, cluster: RaftCluster, operator: Operator) -> None:
+    """Every acknowledged write is in the state machine of every member."""
+    members = _members(operator)
+    if members is None:
+        sim.fail("no leader at the end of the heal phase")
+        return
+    for index in members:
+        server = cluster.servers[index]
         if server is None:
-            sim.fail("a server is down at the end of the heal phase")
+            sim.fail(f"member {cluster.ids[index]} is down at the end of the heal phase")
             return
         sessions = server.kv.sessions
         for client, seq in cluster.workload.acked_writes:

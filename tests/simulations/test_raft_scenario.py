@@ -48,8 +48,10 @@ def test_seed_sweep_five_servers_has_no_violations_and_really_faults() -> None:
         assert totals[key] > 0, key
     assert totals["torn_writes"] > 0
     assert totals["leader_changes"] >= 40
-    assert totals["commits"] > 5000
-    assert totals["client_ops_ok"] > 5000
+    assert totals["transfers"] > 0  # leadership transfers (§3.10 of the dissertation)
+    assert totals["conf_changes_committed"] > 0  # membership changes (§6)
+    assert totals["commits"] > 2000
+    assert totals["client_ops_ok"] > 2000
 
 
 def test_seed_sweep_three_servers() -> None:
