@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Sequence
 
 from colonymesh import __version__
-from colonymesh.node.cli import colony, demo, dev, fs, keys, node, work
+from colonymesh.node.cli import colony, demo, dev, dht, fs, keys, node, simulate, work
 from colonymesh.node.cli import executor as executor_cli
 from colonymesh.node.errors import ColonymeshError
 
@@ -42,8 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     fs.register(commands)
     dev.register(commands)
     work.register(commands)
+    simulate.register(commands)
     executor_cli.register(commands)
     node.register(commands)
+    dht.register(commands)
     return parser
 
 
