@@ -26,6 +26,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -82,6 +83,15 @@ class CommandRefused(ColonymeshError):
     """The ledger refused the command; the message says why."""
 
 
+@dataclass(slots=True)
+class ClientStatistics:
+    """How often failover paths ran (``statistics()`` of the executor and the tests)."""
+
+    proposed: int = 0
+    resent: int = 0  # the same frame sent again after a failure or a not-committed answer
+    lost_answers: int = 0  # a re-sent frame turned out applied before
+
+
 class ColonyClient:
     def __init__(self, peer: Peer, servers: Sequence[str], *, timeout_s: float = 15.0) -> None:
         if not servers:
@@ -90,6 +100,7 @@ class ColonyClient:
         self.servers = list(servers)
         self.timeout_s = timeout_s
         self._leader: str | None = None
+        self.stats = ClientStatistics()
         colony_id = peer.config.membership.colony.colony_id
         self._sealer = EnvelopeSealer(Signer(peer.config.keys), colony_id, time.time())
 
@@ -115,6 +126,7 @@ class ColonyClient:
         candidates = self._candidates()
         last_error = "no server answered"
         maybe_delivered = False
+        self.stats.proposed += 1
         while trio.current_time() < deadline:
             server = candidates.pop(0) if candidates else None
             if server is None:
@@ -128,6 +140,8 @@ class ColonyClient:
                 if self._leader == server:
                     self._leader = None
                 continue
+            if maybe_delivered:
+                self.stats.resent += 1
             try:
                 answer = await self.peer.request(
                     server, Propose(frame), timeout=max(0.1, deadline - trio.current_time())
@@ -157,6 +171,7 @@ class ColonyClient:
                 candidates = self._candidates()
                 continue
             if not answer.applied and maybe_delivered and _REPLAYED in answer.reason:
+                self.stats.lost_answers += 1
                 return Proposed(True, reason=LOST_ANSWER)
             return answer
         raise ColonyUnavailable(f"command not delivered within {self.timeout_s:g} s ({last_error})")

@@ -73,6 +73,8 @@ class WorkerStatistics:
     failed: int = 0
     timed_out: int = 0
     stopped: int = 0
+    adopted: int = 0  # claims whose answer was lost, run after reading the ledger
+    reports_resent: int = 0  # closes/fails sent again while their delivery was in doubt
 
 
 class _Context:
@@ -214,6 +216,7 @@ class ExecutorService:
                 log.info(
                     "executor %s: adopting %s (claim answer lost)", self.name, view["processid"]
                 )
+                self.stats.adopted += 1
                 await self._execute(view["processid"])
                 return
 
@@ -302,6 +305,7 @@ class ExecutorService:
                 return False
             except ColonyUnavailable as error:
                 log.warning("executor %s: reporting %s again: %s", self.name, process_id, error)
+                self.stats.reports_resent += 1
                 await trio.sleep(REPORT_RETRY_S)
 
     def _ours(self, view: dict[str, Any], command: Close | Fail, state: str) -> bool:

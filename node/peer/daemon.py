@@ -123,6 +123,7 @@ class Roles:
                 "type": service.executor_type if service else "",
                 "running": sorted(service.running) if service else [],
                 "stats": dataclasses.asdict(service.stats) if service else {},
+                "client": dataclasses.asdict(service.client.stats) if service else {},
                 "error": self.executor_error,
             }
         return document

@@ -57,6 +57,7 @@ class ChaosReport:
     reruns: int = 0  # processes run more than once (after their executor died)
     seconds: float = 0.0
     caught_up: bool | None = None
+    failover_paths: dict[str, int] = field(default_factory=dict)  # summed client/worker counters
 
     def figures(self) -> dict[str, Any]:
         return {
@@ -73,6 +74,7 @@ class ChaosReport:
             "reruns": self.reruns,
             "seconds": round(self.seconds, 1),
             "restarted_server_caught_up": self.caught_up,
+            "failover_paths": self.failover_paths,
         }
 
 
@@ -175,8 +177,28 @@ async def run_chaos(
         if restart_server and victim is not None:
             report.caught_up = await _restart_and_catch_up(cluster, victim)
         await _check(colony, cluster, report)
+        await _count_failover_paths(colony, cluster, report)
     report.seconds = time.monotonic() - started
     return report
+
+
+async def _count_failover_paths(
+    colony: ColonySession, cluster: Cluster, report: ChaosReport
+) -> None:
+    """The submitter's and the surviving executors' counters of failover paths taken."""
+    counters = {
+        "submitter_resent": colony.client.stats.resent,
+        "submitter_lost_answers": colony.client.stats.lost_answers,
+    }
+    for node in cluster.executors:
+        status = await _status(node)
+        executor = (status or {}).get("executor", {})
+        for group, prefix in (("client", "executor_"), ("stats", "executor_")):
+            for key in ("resent", "lost_answers", "adopted", "reports_resent"):
+                if key in executor.get(group, {}):
+                    name = prefix + key
+                    counters[name] = counters.get(name, 0) + int(executor[group][key])
+    report.failover_paths = counters
 
 
 async def _wait_all_final(colony: ColonySession, process_ids: list[str]) -> None:
