@@ -132,8 +132,11 @@ def _int_bytes(value: int) -> bytes:
     return value.to_bytes((value.bit_length() + 7) // 8, "big")
 
 
-def _json(value: object) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def _json(value: list[object]) -> str:
+    return _JSON.encode(value) if value else "[]"
 
 
 def _timing(timing: TimingStats) -> list[int]:
