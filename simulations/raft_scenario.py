@@ -217,6 +217,8 @@ def run(seed: int, cfg: RaftScenarioConfig, server_cls: type[RaftServer] = RaftS
         "client_ops_ok": workload.ops_completed(),
         "acked_writes": len(workload.acked_writes),
         "linearizability": None if lin is None else lin.as_dict() | {"failed_partition": []},
+        # 1 when the checker's search budget ran out: neither a pass nor a violation.
+        "linearizability_unknown": int(lin is not None and lin.ok is None),
         **sim.stats.as_dict(),
     }
     return RaftRun(sim.violation, sim.violation_at, profile, figures)

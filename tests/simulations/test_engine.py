@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from colonymesh.simulations.disk import SimDisk
 from colonymesh.simulations.engine import InvariantViolation, NodeIO, Simulator
 from colonymesh.simulations.faults import FaultInjector, FaultProfile
+from colonymesh.simulations.network import LinkSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,3 +319,35 @@ def test_shared_node_rng_is_deterministic_and_builds_no_generator_per_node() -> 
     assert io.rng is sim.rng
     own = NodeIO(Simulator(9), 0, SimDisk())
     assert own.rng is own.rng  # built once, lazily, per incarnation
+
+
+def test_location_latency_matrix_and_link_overrides() -> None:
+    sim = Simulator(3)
+    arrivals: dict[int, list[float]] = {}
+
+    class Sink:
+        def __init__(self, index: int) -> None:
+            self.index = index
+
+        def start(self, now: float) -> None: ...
+        def deliver(self, src: int, msg: object, now: float) -> None:
+            arrivals.setdefault(self.index, []).append(now)
+
+        def fire(self, now: float) -> None: ...
+        def next_deadline(self) -> float | None:
+            return None
+
+    net = sim.network
+    net.delay_jitter_s = 0.0
+    net.location_delay_s = [[0.001, 0.1], [0.1, 0.001]]  # two sites, 100 ms apart
+    a = sim.add_node(lambda io: Sink(io.index), location=0)
+    b = sim.add_node(lambda io: Sink(io.index), location=0)
+    c = sim.add_node(lambda io: Sink(io.index), location=1)
+    sim.send(a, b, "near")
+    sim.send(a, c, "far")
+    net.links[(b, a)] = LinkSpec(delay_s=0.5, loss=1.0)  # a dead link
+    for _ in range(20):
+        sim.send(b, a, "lost")
+    assert sim.run_until(1.0)
+    assert arrivals == {b: [0.001], c: [0.1]}
+    assert sim.stats.dropped_loss == 20
