@@ -1,7 +1,10 @@
 """``colonymesh node run|status|init|ping|peers``: the node binary and its local control.
 
 ``node run --config node.toml`` runs one peer until SIGINT or SIGTERM, then
-shuts down cleanly (exit 0, control socket removed). Logs go to stderr,
+shuts down cleanly (exit 0, control socket removed). A node whose
+certificate holds the ``server`` role and whose config names the colony's
+servers in ``[colony]`` also serves the ledger (``docs/running.md``);
+``node status`` then shows its Raft role, term, leader and commit index. Logs go to stderr,
 readable or one JSON object per line (``--log-format json``). The other
 commands talk to a running node over its control channel
 (:mod:`colonymesh.node.control`), found from ``--state-dir``, ``--config``

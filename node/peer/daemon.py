@@ -158,6 +158,12 @@ async def run_node(config: NodeConfig, executor: ExecutorSettings | None = None)
                 top.start_soon(_watch_revocations, peer, folder)
                 if server_config is not None and roles.serves_ledger(peer, config.colony_settings):
                     state.server = await roles.start_server(peer, server_config, duties)
+                elif server_config is None and _holds(peer, Role.SERVER):
+                    log.warning(
+                        "this node holds the server role but %s has no [colony] section "
+                        "naming the servers: not serving the ledger",
+                        config.path,
+                    )
                 if executor is not None and kind is not None:
                     duties.start_soon(_run_executor, peer, config, executor, kind, state)
                 log.info(
@@ -170,6 +176,10 @@ async def run_node(config: NodeConfig, executor: ExecutorSettings | None = None)
                 await trio.sleep_forever()
     log.info("node stopped")
     return 0
+
+
+def _holds(peer: Peer, role: Role) -> bool:
+    return peer.certificate is not None and peer.certificate.has_role(role)
 
 
 def check_executor(
