@@ -253,7 +253,6 @@ class SlurmExecutor:
             except (SlurmCommandError, SlurmParseError, OSError) as error:
                 raise ProcessFailed(f"sbatch failed: {error}") from error
         log.info("process %s: Slurm job %d submitted", context.process_id, job_id)
-        await context.set_attribute(ATTRIBUTE_JOB_ID, str(job_id))
 
         config = self.config
         logs = LogBatcher(
@@ -274,6 +273,7 @@ class SlurmExecutor:
         outcome: JobOutcome | None = None
         lost: ProcessFailed | None = None
         try:
+            await context.set_attribute(ATTRIBUTE_JOB_ID, str(job_id))
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(logs.run)
                 nursery.start_soon(self._tail, tails)
