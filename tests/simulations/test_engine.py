@@ -351,3 +351,23 @@ def test_location_latency_matrix_and_link_overrides() -> None:
     assert sim.run_until(1.0)
     assert arrivals == {b: [0.001], c: [0.1]}
     assert sim.stats.dropped_loss == 20
+
+
+def test_nodes_can_join_mid_run_and_leave_for_good() -> None:
+    sim, world = build(6, 3, period_s=0.05)
+    joined: list[int] = []
+
+    def join() -> None:
+        world.peers.append(sim.node_count)
+        joined.append(
+            sim.add_node(lambda io: CounterAdapter(io, world, broken=False, period_s=0.05))
+        )
+
+    sim.call_at(0.5, join)
+    sim.call_at(0.5, lambda: sim.crash(0))  # churn: node 0 leaves and never returns
+    assert sim.run_until(2.0)
+    assert joined == [3]
+    assert world.seen_max[3] > 10  # the newcomer's counts reach the others
+    frozen = world.seen_max[0]
+    assert sim.run_until(3.0)
+    assert world.seen_max[0] == frozen and not sim.is_up(0)

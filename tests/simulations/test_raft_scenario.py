@@ -121,6 +121,22 @@ class LocalReads(RaftServer):
         super()._client_request(src, req)
 
 
+class NeverCampaigns(RaftServer):
+    """Ignores its timers: no election ever starts, so no leader, no progress."""
+
+    def fire(self, now: float) -> None:
+        return
+
+    def next_deadline(self) -> float | None:
+        return None
+
+
+def test_a_cluster_that_cannot_elect_fails_the_heal_phase() -> None:
+    outcome = run(1, RaftScenarioConfig(peers=3, safety_s=2.0, heal_bound_s=5.0), NeverCampaigns)
+    assert outcome.violation is not None and outcome.violation.startswith("liveness")
+    assert outcome.figures["commits"] == 3  # only the bootstrap configuration entries
+
+
 def _first_caught(server_cls: type[RaftServer], seeds: range) -> tuple[int, str]:
     for seed in seeds:
         outcome = run(seed, RaftScenarioConfig(peers=5, safety_s=10.0), server_cls)
