@@ -86,12 +86,15 @@ AdapterFactory = Callable[["NodeIO"], Adapter]
 class NodeIO:
     """What an adapter may do to the world: send, persist, read the time, draw randomness."""
 
-    __slots__ = ("_rng", "_rng_seed", "_sim", "disk", "index")
+    __slots__ = ("_rng", "_rng_seed", "_sim", "clock_offset_s", "clock_rate", "disk", "index")
 
     def __init__(self, sim: Simulator, index: int, disk: SimDisk) -> None:
         self._sim = sim
         self.index = index
         self.disk = disk
+        # This node's clock: local = offset + rate * virtual time (see Simulator.set_clock).
+        self.clock_rate = 1.0
+        self.clock_offset_s = 0.0
         # A fresh seed is drawn from the simulator's generator at every (re)start;
         # the generator itself (2.5 kB of state) is only built if the core uses it.
         self._rng_seed = 0
@@ -117,7 +120,18 @@ class NodeIO:
 
     @property
     def now(self) -> float:
-        return self._sim.now
+        """The time on this node's own clock (what its core is fed)."""
+        return self.local(self._sim.now)
+
+    def local(self, t: float) -> float:
+        return self.clock_offset_s + self.clock_rate * t
+
+    def virtual(self, local_t: float) -> float:
+        """The earliest virtual time at which this node's clock reads ``local_t`` or later."""
+        t = (local_t - self.clock_offset_s) / self.clock_rate
+        while self.clock_offset_s + self.clock_rate * t < local_t:
+            t = math.nextafter(t, math.inf)  # never fire a timer a rounding error early
+        return t
 
     def send(self, dst: int, msg: object, size_bytes: int = 0) -> None:
         self._sim.send(self.index, dst, msg, size_bytes)
@@ -170,6 +184,7 @@ class _Node:
         "factory",
         "index",
         "io",
+        "skewed",
         "timer_at",
         "timer_gen",
         "up",
@@ -184,6 +199,7 @@ class _Node:
         self.timer_gen = 0
         self.timer_at: float | None = None
         self.crash_armed = False
+        self.skewed = False  # its clock differs from virtual time
 
 
 class Simulator:
@@ -228,13 +244,20 @@ class Simulator:
     # -- building ---------------------------------------------------------
 
     def add_node(
-        self, factory: AdapterFactory, *, location: int = 0, uplink_bytes_per_s: float = 0.0
+        self,
+        factory: AdapterFactory,
+        *,
+        location: int = 0,
+        uplink_bytes_per_s: float = 0.0,
+        clock_rate: float = 1.0,
+        clock_offset_s: float = 0.0,
     ) -> int:
         """Add a node and boot it now; returns its index (its address on the network)."""
         index = len(self._nodes)
         self.network.add_node(location, uplink_bytes_per_s)
         node = _Node(index, factory, NodeIO(self, index, SimDisk()))
         self._nodes.append(node)
+        self.set_clock(index, rate=clock_rate, offset_s=clock_offset_s)
         self._boot(node)
         return index
 
@@ -248,6 +271,23 @@ class Simulator:
     def adapter(self, index: int) -> Adapter | None:
         """The live adapter of a node (``None`` while it is down)."""
         return self._nodes[index].adapter
+
+    def set_clock(self, index: int, *, rate: float = 1.0, offset_s: float = 0.0) -> None:
+        """Give a node its own clock: it reads ``offset_s + rate * t`` at virtual time ``t``.
+
+        Cores are fed local times and their deadlines are read as local
+        times, so a drifting clock (``rate`` != 1) makes a node's timeouts
+        fire early or late, and an offset checks that a core assumes no
+        particular origin of time. Set it before the node boots (or at a
+        restart, or through ``add_node``): a clock that jumps while a core
+        runs may run backwards.
+        """
+        if rate <= 0.0:
+            raise ValueError("a clock rate must be positive")
+        node = self._nodes[index]
+        node.io.clock_rate = rate
+        node.io.clock_offset_s = offset_s
+        node.skewed = rate != 1.0 or offset_s != 0.0
 
     def disk(self, index: int) -> SimDisk:
         return self._nodes[index].io.disk
@@ -346,7 +386,7 @@ class Simulator:
         node.adapter = adapter
         node.up = True
         try:
-            adapter.start(self.now)
+            adapter.start(node.io.now)
         except NodeCrashed:
             self._crash_now(node)
             return
@@ -383,6 +423,8 @@ class Simulator:
             node.timer_gen += 1
             node.timer_at = d
             self._seq += 1
+            if node.skewed:
+                d = node.io.virtual(d)
             t = d if d > self.now else self.now
             heapq.heappush(self._heap, (t, self._seq, _TIMER, node.index, node.timer_gen, None))
 
@@ -447,7 +489,7 @@ class Simulator:
                         continue
                     stats.delivered += 1
                     try:
-                        adapter.deliver(a, b, t)
+                        adapter.deliver(a, b, node.io.local(t) if node.skewed else t)
                     except NodeCrashed:
                         self._crash_now(node)
                     else:
@@ -459,7 +501,7 @@ class Simulator:
                     stats.timers += 1
                     node.timer_at = None
                     try:
-                        adapter.fire(t)
+                        adapter.fire(node.io.local(t) if node.skewed else t)
                     except NodeCrashed:
                         self._crash_now(node)
                     else:

@@ -44,6 +44,8 @@ class FaultProfile:
     downtime_s: float = 0.0
     torn_write_fraction: float = 0.0  # of crashes that tear the node's last write
     down_max_fraction: float = 0.0  # at most this share of the targets down at once
+    clock_drift: float = 0.0  # each target's clock runs at 1 +- up to this rate
+    clock_offset_max_s: float = 0.0  # each target's clock starts up to this far ahead
 
     @classmethod
     def draw(cls, rng: random.Random) -> FaultProfile:
@@ -70,7 +72,15 @@ class FaultProfile:
             downtime_s=pick((0.1, 0.5, 2.0)) if crashes else 0.0,
             torn_write_fraction=pick((0.0, 0.3, 0.8)) if crashes else 0.0,
             down_max_fraction=pick((0.34, 0.5, 1.0)) if crashes else 0.0,
+            clock_drift=pick((0.001, 0.05, 0.2)) if on(0.5) else 0.0,
+            clock_offset_max_s=pick((1.0, 1e6)) if on(0.5) else 0.0,
         )
+
+    def draw_clock(self, rng: random.Random) -> tuple[float, float]:
+        """(rate, offset) of one target's clock, for ``Simulator.add_node``."""
+        rate = 1.0 + self.clock_drift * (2.0 * rng.random() - 1.0) if self.clock_drift else 1.0
+        offset = self.clock_offset_max_s * rng.random() if self.clock_offset_max_s else 0.0
+        return rate, offset
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)

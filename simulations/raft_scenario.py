@@ -147,7 +147,8 @@ def run(seed: int, cfg: RaftScenarioConfig, server_cls: type[RaftServer] = RaftS
     )
     cluster = RaftCluster(cfg, workload, read_index=read_index, spares=spares)
     for _ in servers:
-        sim.add_node(lambda io: server_cls(io, cluster))
+        rate, offset_s = profile.draw_clock(rng)
+        sim.add_node(lambda io: server_cls(io, cluster), clock_rate=rate, clock_offset_s=offset_s)
     clients: list[KvClient] = []
 
     def make_client(io: NodeIO) -> KvClient:

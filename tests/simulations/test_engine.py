@@ -13,6 +13,8 @@ import random
 import time
 from dataclasses import dataclass, field
 
+import pytest
+
 from colonymesh.simulations.disk import SimDisk
 from colonymesh.simulations.engine import InvariantViolation, NodeIO, Simulator
 from colonymesh.simulations.faults import FaultInjector, FaultProfile
@@ -371,3 +373,26 @@ def test_nodes_can_join_mid_run_and_leave_for_good() -> None:
     frozen = world.seen_max[0]
     assert sim.run_until(3.0)
     assert world.seen_max[0] == frozen and not sim.is_up(0)
+
+
+def test_node_clocks_drift_and_offset() -> None:
+    sim = Simulator(1)
+    world = World()
+    world.peers = [0, 1]
+    fast = sim.add_node(
+        lambda io: CounterAdapter(io, world, broken=False, period_s=0.25),
+        clock_rate=2.0,
+        clock_offset_s=1e6,
+    )
+    plain = sim.add_node(lambda io: CounterAdapter(io, world, broken=False, period_s=0.25))
+    assert sim.run_until(1.0)
+    fires: dict[int, list[float]] = {fast: [], plain: []}
+    for index, t in world.fire_times:
+        fires[index].append(t)
+    # The fast node's core sees its own clock (offset, double speed) and fires twice as often.
+    assert all(t > 1e6 for t in fires[fast]) and all(t < 1.0 for t in fires[plain])
+    assert len(fires[fast]) in (7, 8, 9) and len(fires[plain]) in (3, 4, 5)
+    gaps = {round(b - a, 6) for a, b in itertools.pairwise(fires[fast])}
+    assert gaps == {0.25}  # in local time
+    with pytest.raises(ValueError):
+        sim.set_clock(0, rate=0.0)
