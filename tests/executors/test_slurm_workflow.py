@@ -97,24 +97,27 @@ async def test_workflow_runs_on_python_process_and_slurm_executors(
     }  # fmt: skip
     with trio.fail_after(120):
         async with open_local_colony(config) as colony:
+            # Only gather inside the colony: a failed check there would be buried in
+            # nested exception groups; the checks run after it has closed.
             client = colony.client
             wid = await client.submit_workflow(workflow)
-            finished = await client.wait_workflow(wid, timeout_s=90)
-            assert finished["state"] == "success", finished
+            try:
+                finished = await client.wait_workflow(wid, timeout_s=90)
+            except trio.TooSlowError:
+                finished = {"state": "not final", "processes": await client.processes("", "", 10)}
             steps = {p["spec"]["nodename"]: p for p in finished["processes"]}
-            assert steps["numbers"]["output"] == [1, 2, 3, 4]
-            assert steps["sum"]["input"] == [1, 2, 3, 4] and steps["sum"]["output"] == [10]
-            assert steps["square"]["input"] == [10] and steps["square"]["output"] == [100]
-            executors = {steps[name]["executor"] for name in steps}
-            assert len(executors) == 3  # three different executor peers ran them
-
             # Logs and attributes, read from the submitter peer through the servers.
             summed = await client.process(steps["sum"]["processid"])
             squared = await client.process(steps["square"]["processid"])
-            assert summed is not None and squared is not None
-            sum_lines = [m["message"] for m in summed["logs"]]
-            square_lines = [m["message"] for m in squared["logs"]]
-            assert any("[stderr] summing [1, 2, 3, 4]" in m for m in sum_lines), sum_lines
-            assert any("squaring 10" in m for m in square_lines), square_lines
-            assert squared["attributes"]["slurm.jobid"].isdigit()
-            assert squared["attributes"]["slurm.nodelist"]
+    assert finished["state"] == "success", finished
+    assert steps["numbers"]["output"] == [1, 2, 3, 4]
+    assert steps["sum"]["input"] == [1, 2, 3, 4] and steps["sum"]["output"] == [10]
+    assert steps["square"]["input"] == [10] and steps["square"]["output"] == [100]
+    assert len({steps[name]["executor"] for name in steps}) == 3  # three executor peers
+    assert summed is not None and squared is not None
+    sum_lines = [m["message"] for m in summed["logs"]]
+    square_lines = [m["message"] for m in squared["logs"]]
+    assert any("[stderr] summing [1, 2, 3, 4]" in m for m in sum_lines), sum_lines
+    assert any("squaring 10" in m for m in square_lines), square_lines
+    assert squared["attributes"]["slurm.jobid"].isdigit()
+    assert squared["attributes"]["slurm.nodelist"]
