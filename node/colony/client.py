@@ -161,6 +161,8 @@ class ColonyClient:
                 if hint:
                     if hint not in self.servers:  # a server we had not met: learn it
                         self.servers.append(hint)
+                    for address in answer.leader_addrs:
+                        self.peer.add_address(hint, address)
                     candidates.insert(0, hint)
                 continue
             self._leader = server

@@ -34,6 +34,8 @@ class Proposed:
     subject: str = field(default="", metadata=limit(1024))
     not_leader: bool = False
     leader_hint: str = field(default="", metadata=limit(256))
+    # Where the hinted leader listens, so a member that knows only this server can reach it.
+    leader_addrs: tuple[str, ...] = field(default=(), metadata=limit(8))
     # Not committed (the leader lost its term, or the commit was slow): the
     # outcome is unknown; re-send the same frame (the replay window dedupes).
     retry: bool = False

@@ -181,12 +181,12 @@ class LedgerServer:
     async def propose_frame(self, frame: bytes) -> Proposed:
         status = self.driver.status()
         if status.role is not Role.LEADER:
-            return Proposed(False, not_leader=True, leader_hint=status.leader or "")
+            return self._not_leader(status.leader or "")
         try:
             with trio.fail_after(self.config.propose_timeout_s):
                 events: list[LedgerEvent] = await self.driver.propose(frame)
         except NotLeader as error:
-            return Proposed(False, not_leader=True, leader_hint=error.leader_hint or "")
+            return self._not_leader(error.leader_hint or "")
         except (ProposalLost, ProposalDropped, trio.TooSlowError) as error:
             return Proposed(False, reason=f"proposal not committed: {error}; retry", retry=True)
         first = events[0]
@@ -195,6 +195,11 @@ class LedgerServer:
         if isinstance(first, CommandRefused):
             return Proposed(False, reason=first.reason)
         raise RuntimeError(f"the ledger answered a command with {first!r}")
+
+    def _not_leader(self, hint: str) -> Proposed:
+        """Where to ask instead: the leader we know of, with its addresses."""
+        addresses = tuple(self.peer.connections.addresses.addresses(hint)[:8]) if hint else ()
+        return Proposed(False, not_leader=True, leader_hint=hint, leader_addrs=addresses)
 
     async def _tick_while_leader(self) -> None:
         """Tick at once on winning an election (the ledger's clock may be stale), then every interval."""
