@@ -3,7 +3,8 @@
 What it owns: :class:`FaultProfile`, the description of how hostile one run
 is (loss, duplication, delay and reordering of messages; how often and how
 long partitions happen, and how many are one-way; how often nodes crash,
-for how long, and how often a crash tears the last write), and
+for how long, and how often a crash tears the last write; gray failures,
+where one node turns slow; how far node clocks drift and are offset), and
 :class:`FaultInjector`, which turns a profile into partition and crash
 events on the simulator during the safety phase, then heals everything.
 
@@ -44,6 +45,8 @@ class FaultProfile:
     downtime_s: float = 0.0
     torn_write_fraction: float = 0.0  # of crashes that tear the node's last write
     down_max_fraction: float = 0.0  # at most this share of the targets down at once
+    slow_interval_s: float = 0.0  # 0: no gray failures (a node turns slow for a while)
+    slow_extra_delay_s: float = 0.0
     clock_drift: float = 0.0  # each target's clock runs at 1 +- up to this rate
     clock_offset_max_s: float = 0.0  # each target's clock starts up to this far ahead
 
@@ -59,6 +62,7 @@ class FaultProfile:
 
         partitions = on(0.6)
         crashes = on(0.6)
+        slow = on(0.3)
         return cls(
             loss=pick((0.01, 0.05, 0.1, 0.2)) if on(0.6) else 0.0,
             duplicate=pick((0.01, 0.05, 0.1)) if on(0.4) else 0.0,
@@ -72,6 +76,8 @@ class FaultProfile:
             downtime_s=pick((0.1, 0.5, 2.0)) if crashes else 0.0,
             torn_write_fraction=pick((0.0, 0.3, 0.8)) if crashes else 0.0,
             down_max_fraction=pick((0.34, 0.5, 1.0)) if crashes else 0.0,
+            slow_interval_s=pick((1.0, 4.0)) if slow else 0.0,
+            slow_extra_delay_s=pick((0.05, 0.3, 1.0)) if slow else 0.0,
             clock_drift=pick((0.001, 0.05, 0.2)) if on(0.5) else 0.0,
             clock_offset_max_s=pick((1.0, 1e6)) if on(0.5) else 0.0,
         )
@@ -92,7 +98,7 @@ class FaultProfile:
 class FaultInjector:
     """Plays a :class:`FaultProfile` on a simulator over a set of target nodes until stopped."""
 
-    __slots__ = ("_active", "focus", "partitions", "profile", "sim", "targets")
+    __slots__ = ("_active", "focus", "partitions", "profile", "sim", "slowdowns", "targets")
 
     def __init__(
         self,
@@ -112,6 +118,7 @@ class FaultInjector:
         self.targets = list(targets)
         self.focus = focus
         self.partitions = 0
+        self.slowdowns = 0
         self._active = False
 
     def start(self) -> None:
@@ -128,6 +135,8 @@ class FaultInjector:
             self.sim.call_later(self._exp(p.partition_interval_s), self._partition)
         if p.crash_interval_s > 0.0:
             self.sim.call_later(self._exp(p.crash_interval_s), self._crash)
+        if p.slow_interval_s > 0.0:
+            self.sim.call_later(self._exp(p.slow_interval_s), self._slow_down)
 
     def heal(self) -> None:
         """Stop injecting; lift every partition and message fault; restart crashed targets."""
@@ -136,6 +145,7 @@ class FaultInjector:
         net.loss = 0.0
         net.duplicate = 0.0
         net.reorder = 0.0
+        net.slow.clear()
         net.heal()
         for index in self.targets:
             self.sim.cancel_crash(index)
@@ -171,6 +181,26 @@ class FaultInjector:
             return
         self.sim.network.heal()
         self.sim.call_later(self._exp(self.profile.partition_interval_s), self._partition)
+
+    def _slow_down(self) -> None:
+        """A gray failure: one node's messages crawl for a while (one at a time)."""
+        if not self._active:
+            return
+        sim = self.sim
+        victim = self.targets[sim.rng.randrange(len(self.targets))]
+        focus = self._focus()
+        if focus is not None:
+            victim = focus
+        sim.network.slow.clear()
+        sim.network.slow[victim] = self.profile.slow_extra_delay_s
+        self.slowdowns += 1
+
+        def recover() -> None:
+            if self._active:
+                sim.network.slow.clear()
+                sim.call_later(self._exp(self.profile.slow_interval_s), self._slow_down)
+
+        sim.call_later(self._exp(self.profile.slow_interval_s), recover)
 
     def _crash(self) -> None:
         if not self._active:

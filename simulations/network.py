@@ -3,7 +3,8 @@
 What it owns: the per-link delay model (a base latency between *locations*
 plus uniform jitter, with optional per-directed-link overrides), random loss,
 duplication, extra reordering delay, an optional per-node uplink bandwidth
-(serialisation delay that queues behind earlier sends), and partitions.
+(serialisation delay that queues behind earlier sends), slow nodes (gray
+failures: a node whose every message takes longer), and partitions.
 
 How partitions work: every node belongs to a *group* (0 unless told
 otherwise) and a set of directed group pairs is blocked. A symmetric split
@@ -13,7 +14,8 @@ partition also cuts messages already in flight.
 
 Scaling: nothing here is per pair of nodes unless asked for. Latency is a
 matrix over locations (a handful), partitions are over groups, and the
-override tables are dictionaries consulted only when non-empty, so 10^5
+override tables (per-link specs, slow nodes) are dictionaries consulted
+only when non-empty, so 10^5
 nodes cost a few lists of 10^5 small ints.
 
 Invariants: every random draw comes from the simulator's single seeded
@@ -52,6 +54,7 @@ class Network:
         "loss",
         "reorder",
         "reorder_window_s",
+        "slow",
         "uplink_bytes_per_s",
     )
 
@@ -76,6 +79,8 @@ class Network:
         self.locations: list[int] = []
         self.location_delay_s: list[list[float]] = []
         self.links: dict[tuple[int, int], LinkSpec] = {}
+        # Gray failures: node -> extra delay on everything it sends or receives.
+        self.slow: dict[int, float] = {}
         self.groups: list[int] = []
         # Directed (src group, dst group) pairs that are cut. Mutated in place only:
         # the simulator's event loop holds a reference to this set and to groups.
@@ -154,6 +159,8 @@ class Network:
             delay = base + self.delay_jitter_s * rng.random()
         if self.reorder and rng.random() < self.reorder:
             delay += self.reorder_window_s * rng.random()
+        if self.slow:
+            delay += self.slow.get(src, 0.0) + self.slow.get(dst, 0.0)
         start = now
         if size_bytes and self.uplink_bytes_per_s[src] > 0.0:
             start = max(now, self._free_at[src]) + size_bytes / self.uplink_bytes_per_s[src]

@@ -141,7 +141,7 @@ def run(seed: int, cfg: RaftScenarioConfig, server_cls: type[RaftServer] = RaftS
     workload = KvWorkload(
         servers,
         keys=cfg.keys,
-        request_timeout_s=4 * cfg.election_timeout_s,
+        request_timeout_s=2 * cfg.election_timeout_s,
         attempts_max=20,
         think_s=cfg.heartbeat_interval_s,
     )
@@ -214,6 +214,7 @@ def run(seed: int, cfg: RaftScenarioConfig, server_cls: type[RaftServer] = RaftS
         "commits": checker.commits,
         "heal_seconds": None if heal_s is None else round(heal_s, 6),
         "partitions": injector.partitions,
+        "slowdowns": injector.slowdowns,
         "client_ops": len(workload.history),
         "client_ops_ok": workload.ops_completed(),
         "acked_writes": len(workload.acked_writes),
