@@ -122,6 +122,9 @@ async def test_a_job_that_succeeds_gives_its_output_logs_and_attributes(
     assert ctx.attributes[ATTRIBUTE_NODE_LIST] == slurm
     job = job_record(ctx.attributes[ATTRIBUTE_JOB_ID])
     assert job.state is SlurmJobState.COMPLETED and job.exit_code.status == 0
+    files = sorted(p.name for p in (tmp_path / "slurm").iterdir())
+    job_id = ctx.attributes[ATTRIBUTE_JOB_ID]
+    assert files == [f"{ctx.process_id}_{job_id}.err", f"{ctx.process_id}_{job_id}.out"]
 
 
 async def test_parents_outputs_are_the_jobs_stdin(slurm: str, tmp_path: Path) -> None:

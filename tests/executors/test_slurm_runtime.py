@@ -92,7 +92,7 @@ def purged(sacct: str) -> Answer:
 
 
 async def test_a_purged_job_is_read_from_sacct(tmp_path: Path) -> None:
-    kind = Scripted(tmp_path, purged(SACCT), use_sacct=True)
+    kind = Scripted(tmp_path, purged(SACCT), use_sacct=True, keep_scripts=True)
     ctx = Context()
     with (
         trio.fail_after(5),

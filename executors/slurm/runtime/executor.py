@@ -4,7 +4,9 @@ What it owns: the I/O around the pure pieces next to it. ``sbatch.to_sbatch``
 writes the script, ``status`` reads Slurm's answers; this module runs the
 commands (argv lists, never a shell) and follows one job per process:
 
-1. ``to_sbatch`` -> the script is written to ``script_dir/<process id>.sbatch``;
+1. ``to_sbatch`` -> the script is written to ``script_dir/<process id>.sbatch``
+   (removed with the stdin file once the job has finished, unless
+   ``keep_scripts``; the job's stdout/stderr files stay in ``log_dir``);
 2. ``sbatch --parsable --input=FILE SCRIPT`` -> the job id (FILE holds the
    parents' outputs, ``context.input``, as one JSON array: the job's stdin,
    as for a local process), recorded as the attribute
@@ -37,6 +39,7 @@ translator.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
@@ -91,6 +94,7 @@ class SlurmRuntimeConfig:
     sbatch: SlurmConfig
     descriptions: Mapping[str, str] = field(default_factory=dict)
     script_dir: str = ""  # "" = the sbatch config's log_dir
+    keep_scripts: bool = False  # keep <pid>.sbatch and <pid>.input.json after the job
     use_sacct: bool = False  # only where accounting (slurmdbd) is configured
     poll_initial_s: float = 0.2
     poll_max_s: float = 5.0
@@ -195,6 +199,13 @@ class SlurmExecutor:
         argv = ["sbatch", "--parsable", f"--input={stdin_file}", script]
         return parse_sbatch(await self._command(argv))
 
+    def _remove_scripts(self, process_id: str) -> None:
+        """Drop the job's script and stdin file (its stdout/stderr files stay)."""
+        script_dir = self.config.script_dir or self.config.sbatch.log_dir
+        for suffix in (".sbatch", ".input.json"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(script_dir, f"{process_id}{suffix}"))
+
     async def poll(self, job_id: int) -> tuple[SlurmJobState, str] | None:
         """The job's state and node list from squeue, ``None`` once it is no longer listed."""
         try:
@@ -291,6 +302,8 @@ class SlurmExecutor:
                     file_tail.reader.finish()
                 with trio.move_on_after(5):
                     await logs.close()
+                if not self.config.keep_scripts and (outcome is not None or lost is not None):
+                    await trio.to_thread.run_sync(self._remove_scripts, context.process_id)
         if lost is not None:
             raise lost
         return self._result(outcome, stdout, tail)
