@@ -443,7 +443,36 @@ def _workflow(value: object, path: str) -> Workflow:
     )
 
 
+_OPTIONAL_BYTES = (bytes, type(None))
+_PROCESS_FIELDS: tuple[tuple[str, type | tuple[type, ...]], ...] = (
+    ("id", str),
+    ("spec_json", str),
+    ("submitter", bytes),
+    ("submitted_ms", int),
+    ("order", int),
+    ("state", str),
+    ("workflow_id", str),
+    ("parents", list),
+    ("children", list),
+    ("parents_pending", int),
+    ("ready_ms", int),
+    ("executor", _OPTIONAL_BYTES),
+    ("assigned_ms", int),
+    ("ended_ms", int),
+    ("retries", int),
+    ("executor_losses", int),
+    ("input", str),
+    ("output", str),
+    ("errors", list),
+    ("attributes", list),
+    ("logs", list),
+    ("logs_dropped", int),
+)
+
+
 def _process(value: object, path: str, specs: dict[str, FunctionSpec]) -> Process:
+    # The hot loop of a restore (one call per process): types are checked in
+    # one pass against the table above, and paths are formatted only on error.
     (
         pid,
         spec_json,
@@ -467,33 +496,51 @@ def _process(value: object, path: str, specs: dict[str, FunctionSpec]) -> Proces
         attributes,
         logs,
         dropped,
-    ) = _fields(value, path, 22)
-    text = _str(spec_json, f"{path}.spec_json")
+    ) = _typed(value, path, _PROCESS_FIELDS)
     return Process(
-        id=_str(pid, f"{path}.id"),
-        spec=_spec(text, f"{path}.spec_json", specs),
-        spec_json=text,
-        submitter=_bytes(submitter, f"{path}.submitter"),
-        submitted_ms=_int(submitted, f"{path}.submitted_ms"),
-        order=_int(order, f"{path}.order"),
+        id=pid,
+        spec=_spec(spec_json, f"{path}.spec_json", specs),
+        spec_json=spec_json,
+        submitter=submitter,
+        submitted_ms=submitted,
+        order=order,
         state=_state(state, f"{path}.state"),
-        workflow_id=_str(workflow_id, f"{path}.workflow_id"),
+        workflow_id=workflow_id,
         parents=_strs(parents, f"{path}.parents"),
         children=_strs(children, f"{path}.children"),
-        parents_pending=_int(pending, f"{path}.parents_pending"),
-        ready_ms=_int(ready, f"{path}.ready_ms"),
-        executor=None if executor is None else _bytes(executor, f"{path}.executor"),
-        assigned_ms=_int(assigned, f"{path}.assigned_ms"),
-        ended_ms=_int(ended, f"{path}.ended_ms"),
-        retries=_int(retries, f"{path}.retries"),
-        executor_losses=_int(losses, f"{path}.executor_losses"),
+        parents_pending=pending,
+        ready_ms=ready,
+        executor=executor,
+        assigned_ms=assigned,
+        ended_ms=ended,
+        retries=retries,
+        executor_losses=losses,
         input=_json_list(input_json, f"{path}.input"),
         output=_json_list(output_json, f"{path}.output"),
         errors=_strs(errors, f"{path}.errors"),
         attributes=_str_pairs(attributes, f"{path}.attributes"),
-        logs=[_log_line(line, f"{path}.logs[{i}]") for i, line in enumerate(_list(logs, path))],
-        logs_dropped=_int(dropped, f"{path}.logs_dropped"),
+        logs=[_log_line(line, f"{path}.logs[{i}]") for i, line in enumerate(logs)],
+        logs_dropped=dropped,
     )
+
+
+def _typed(
+    value: object, path: str, fields: tuple[tuple[str, type | tuple[type, ...]], ...]
+) -> list[Any]:
+    """``value`` as a record of ``fields``, every field of exactly its type (no bool for int)."""
+    if type(value) is not list or len(value) != len(fields):
+        raise SnapshotError(f"{path}: expected a record of {len(fields)} fields")
+    for item, (name, kind) in zip(value, fields, strict=True):
+        if type(item) is not kind and (type(kind) is not tuple or type(item) not in kind):
+            raise SnapshotError(f"{path}.{name}: expected {_type_name(kind)}")
+    return value
+
+
+def _type_name(kind: type | tuple[type, ...]) -> str:
+    if isinstance(kind, tuple):
+        return " or ".join(_type_name(k) for k in kind)
+    names: dict[type, str] = {str: "text", int: "an integer", bytes: "bytes", list: "a list"}
+    return names.get(kind, kind.__name__)
 
 
 def _spec(text: str, path: str, specs: dict[str, FunctionSpec]) -> FunctionSpec:
@@ -508,8 +555,9 @@ def _spec(text: str, path: str, specs: dict[str, FunctionSpec]) -> FunctionSpec:
     return spec
 
 
-def _json_list(value: object, path: str) -> list[object]:
-    text = _str(value, path)
+def _json_list(text: str, path: str) -> list[object]:
+    if text == "[]":
+        return []
     try:
         decoded = json.loads(text)
     except (ValueError, RecursionError) as error:
@@ -586,7 +634,11 @@ def _bytes(value: object, path: str) -> bytes:
 
 
 def _strs(value: object, path: str) -> list[str]:
-    return [_str(item, f"{path}[{i}]") for i, item in enumerate(_list(value, path))]
+    items = _list(value, path)
+    if all(type(item) is str for item in items):
+        return list(items)
+    bad = next(i for i, item in enumerate(items) if type(item) is not str)
+    raise SnapshotError(f"{path}[{bad}]: expected text")
 
 
 def _str_pairs(value: object, path: str) -> dict[str, str]:
