@@ -141,7 +141,12 @@ class RaftChecker:
         drop = int(snap.meta.index) - log.snap_index
         if drop <= 0:
             return
-        keep_from = min(drop, len(log.entries))  # the Ready contract: drop entries <= index
+        # As the durable store does (Raft §7): the entries after the snapshot are
+        # kept only if the log holds the snapshot's last entry; else all go.
+        keep_from = min(drop, len(log.entries))
+        held = log.entry(int(snap.meta.index))
+        if held is None or held.term != snap.meta.term:
+            keep_from = len(log.entries)
         log.entries = log.entries[keep_from:]
         log.chains = log.chains[keep_from:]
         log.snapshot = snap

@@ -88,9 +88,10 @@ class RaftCluster:
 def replay(records: list[object]) -> tuple[HardState | None, list[Entry], Snapshot | None]:
     """Rebuild (hard state, entries, snapshot) from a server's disk records, in write order.
 
-    Mirrors the :class:`~colonymesh.consensus.Ready` contract: an entry
+    Mirrors :class:`~colonymesh.consensus.storage` (the real store): an entry
     replaces every stored entry from its index on; a snapshot drops every
-    entry at or below its index.
+    entry at or below its index, and the entries after it too unless the log
+    holds the snapshot's last entry (same index and term; Raft §7).
     """
     hard_state: HardState | None = None
     snapshot: Snapshot | None = None
@@ -108,7 +109,13 @@ def replay(records: list[object]) -> tuple[HardState | None, list[Entry], Snapsh
             del entries[k:]
             entries.append(record)
         elif isinstance(record, Snapshot):
-            entries = [e for e in entries if e.index > record.meta.index]
+            base = 0 if snapshot is None else int(snapshot.meta.index)
+            k = int(record.meta.index) - base - 1
+            held = entries[k] if 0 <= k < len(entries) else None
+            same = held is not None and held.term == record.meta.term
+            if snapshot is not None and snapshot.meta.index == record.meta.index:
+                same = snapshot.meta.term == record.meta.term
+            entries = [e for e in entries if e.index > record.meta.index] if same else []
             snapshot = record
         else:
             raise ValueError(f"unknown disk record {record!r}")

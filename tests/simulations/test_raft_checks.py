@@ -112,3 +112,16 @@ def test_rebuild_after_crash_keeps_only_the_disk() -> None:
     c.persisted(0, [e(1, 1), e(2, 1)])
     c.rebuild(0, [e(1, 1)])
     assert c.logs[0].last_index == 1 and c.applied[0] == 0
+
+
+def test_a_snapshot_the_log_does_not_match_replaces_the_whole_durable_log() -> None:
+    c = checker()
+    c.persisted(0, [e(1, 1), e(2, 1), e(3, 1)])
+    c.persisted(1, [e(1, 1), e(2, 2), e(3, 2)])
+    # Server 0 installs a leader's snapshot at (2, term 2): its stale (3, 1) must go.
+    c.persisted(0, [Snapshot(SnapshotMeta(LogIndex(2), Term(2)), b"")])
+    assert c.logs[0].last_index == 2 and c.logs[0].entries == []
+    c.persisted(0, [e(3, 2)])  # same prefix as server 1 now: no violation
+    # Its own compaction at a matching (index, term) keeps the suffix.
+    c.persisted(1, [Snapshot(SnapshotMeta(LogIndex(2), Term(2)), b"")])
+    assert c.logs[1].entries == [e(3, 2)]

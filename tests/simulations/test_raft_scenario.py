@@ -193,6 +193,12 @@ def test_replay_follows_the_ready_contract() -> None:
     snap = Snapshot(SnapshotMeta(LogIndex(2), Term(1)), b"")
     assert replay([e(1, 1), e(2, 1), e(3, 1), snap]) == (None, [e(3, 1)], snap)
     assert replay([e(1, 1), snap, e(2, 1), e(3, 1)]) == (None, [e(3, 1)], snap)
+    # A snapshot whose last entry the log does not hold replaces the whole log (§7):
+    # a stale suffix must not come back at the next restart.
+    newer = Snapshot(SnapshotMeta(LogIndex(2), Term(2)), b"")
+    assert replay([e(1, 1), e(2, 1), e(3, 1), newer]) == (None, [], newer)
+    assert replay([snap, e(3, 1), newer]) == (None, [], newer)
+    assert replay([snap, e(3, 1), snap]) == (None, [e(3, 1)], snap)
     with pytest.raises(ValueError):
         replay([e(1, 1), e(3, 1)])
 
