@@ -25,6 +25,9 @@ Invariants (checked by the tests and the simulator):
 
 Contract for the driver: apply entries in log order, each exactly once, with
 strictly increasing indexes; act on the events only after ``apply`` returns.
+For log compaction, ``snapshot()`` gives the whole state as bytes (identical
+on every replica at the same index) and ``restore(data)`` /
+``Ledger.from_snapshot`` replace it; the format lives in ``snapshot.py``.
 """
 
 from __future__ import annotations
