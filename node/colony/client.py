@@ -58,6 +58,7 @@ from colonymesh.node.peer.peer import Peer
 
 log = logging.getLogger("colonymesh.node.colony")
 
+PROPOSE_OVERHEAD_BYTES = 1024  # the request envelope around a sealed command
 DIAL_TIMEOUT_S = 3.0  # dialling a server we hold no connection to (it may be dead)
 # Commands that give the same result when applied twice: safe to re-seal.
 IDEMPOTENT = (
@@ -115,6 +116,7 @@ class ColonyClient:
         ``applied`` with ``reason == LOST_ANSWER`` and no subject: the command
         was applied but the server that applied it did not live to say so
         (only for commands that are not idempotent; see the module docs).
+        A command too large for any server to take raises :class:`CommandRefused`.
         """
         answer = await self._deliver(self.seal(body))
         if answer.applied and answer.reason == LOST_ANSWER and isinstance(body, IDEMPOTENT):
@@ -122,6 +124,9 @@ class ColonyClient:
         return answer
 
     async def _deliver(self, frame: bytes) -> Proposed:
+        cap = self.peer.config.messaging.frame_bytes_max - PROPOSE_OVERHEAD_BYTES
+        if len(frame) > cap:  # no server could take it: refuse now rather than retry
+            raise CommandRefused(f"command of {len(frame)} bytes exceeds the cap of {cap}")
         deadline = trio.current_time() + self.timeout_s
         candidates = self._candidates()
         last_error = "no server answered"

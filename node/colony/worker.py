@@ -60,6 +60,8 @@ from colonymesh.node.spec import FunctionSpec, parse_function_spec
 
 log = logging.getLogger("colonymesh.node.executor")
 REPORT_RETRY_S = 0.5
+RECONCILE_S = 10.0  # how often to look for processes assigned here that no slot runs
+RECENT_MAX = 1024
 
 
 class ExecutorConfigError(ColonymeshError):
@@ -132,6 +134,8 @@ class ExecutorService:
         self.stats = WorkerStatistics()
         self.running: dict[str, trio.CancelScope] = {}
         self._taken: set[str] = set()  # claimed or adopted by a slot, not yet reported
+        self._recent: dict[str, None] = {}  # processes reported lately (ordered, bounded)
+        self.reconcile_s = RECONCILE_S
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await self._register()
@@ -139,6 +143,7 @@ class ExecutorService:
             async with trio.open_nursery() as nursery:
                 for _ in range(self.concurrency):
                     nursery.start_soon(self._slot)
+                nursery.start_soon(self._reconcile)
                 task_status.started()
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(2):
@@ -204,6 +209,17 @@ class ExecutorService:
             log.warning("executor %s: could not register again: %s", self.name, error)
             await trio.sleep(1.0)
 
+    async def _reconcile(self) -> None:
+        """Now and then, adopt what the ledger assigns here and no slot runs.
+
+        Covers a claim applied while its answer was lost and the immediate
+        adoption read a replica that had not applied it yet.
+        """
+        while True:
+            await trio.sleep(self.reconcile_s)
+            if len(self._taken) < self.concurrency:
+                await self._adopt()
+
     async def _adopt(self) -> None:
         """Run one process the ledger assigns here that no slot runs (a claim's lost answer)."""
         mine = self.client.peer.peer_id
@@ -212,13 +228,15 @@ class ExecutorService:
         except ColonyUnavailable:
             return
         for view in assigned:
-            if view["executor"] == mine and view["processid"] not in self._taken:
-                log.info(
-                    "executor %s: adopting %s (claim answer lost)", self.name, view["processid"]
-                )
-                self.stats.adopted += 1
-                await self._execute(view["processid"])
-                return
+            process_id = view["processid"]
+            if view["executor"] != mine or process_id in self._taken:
+                continue
+            if process_id in self._recent:
+                continue  # reported moments ago; this replica may not have applied it yet
+            log.info("executor %s: adopting %s (claim answer lost)", self.name, process_id)
+            self.stats.adopted += 1
+            await self._execute(process_id)
+            return
 
     async def _execute(self, process_id: str, view: dict[str, Any] | None = None) -> None:
         if process_id in self._taken:
@@ -229,6 +247,9 @@ class ExecutorService:
             await self._execute_taken(process_id, view or await self._view(process_id))
         finally:
             self._taken.discard(process_id)
+            self._recent[process_id] = None
+            while len(self._recent) > RECENT_MAX:
+                del self._recent[next(iter(self._recent))]
 
     async def _view(self, process_id: str) -> dict[str, Any] | None:
         """The process as the colony has it, waiting out a failover; None if not visible."""
@@ -302,6 +323,16 @@ class ExecutorService:
                 if view is not None and self._ours(view, command, state):
                     return True  # an earlier delivery applied (the answer was lost)
                 log.info("executor %s: result for %s refused: %s", self.name, process_id, refusal)
+                still_ours = (
+                    view is not None
+                    and view["state"] == "running"
+                    and view["executor"] == self.client.peer.peer_id
+                )
+                if isinstance(command, Close) and still_ours:
+                    # The ledger refuses this output (e.g. too large): fail rather than
+                    # leave the process running here with nobody working on it.
+                    failure = Fail(process_id, (f"close refused: {refusal}",))
+                    await self._deliver_outcome(process_id, failure, "failed")
                 return False
             except ColonyUnavailable as error:
                 log.warning("executor %s: reporting %s again: %s", self.name, process_id, error)

@@ -84,3 +84,21 @@ async def test_lost_claim_and_close_answers_still_run_once(tmp_path: Path) -> No
     assert service.stats.adopted == 1  # the claim's answer was lost: adopted from the ledger
     assert service.stats.reports_resent == 1  # the close's answer was lost: sent again
     assert service.stats.succeeded == 1 and service.stats.claimed == 1
+
+
+async def test_an_output_too_large_to_close_fails_the_process(tmp_path: Path) -> None:
+    registry = PythonFunctions()
+
+    @registry.function
+    def big() -> str:
+        return "x" * (1024 * 1024 + 100)  # more than one message may carry
+
+    config = LocalColonyConfig(state_dir=tmp_path, functions=registry, executors=1)
+    with trio.fail_after(60):
+        async with open_local_colony(config) as colony:
+            pid = await colony.client.submit(
+                {"funcname": "big", "conditions": {"executortype": "python"}}
+            )
+            done = await colony.client.wait(pid, timeout_s=30)
+    assert done["state"] == "failed"
+    assert any("close refused" in error and "exceeds the cap" in error for error in done["errors"])
