@@ -31,7 +31,8 @@ from colonymesh.node.transport.stream import MuxedStream
 log = logging.getLogger("colonymesh.node.fsnet")
 
 PROTOCOL_ID = "/colonymesh/fs/1.0.0"
-_READ_AHEAD = 2
+_READ_BATCH = 8
+_READ_AHEAD = _READ_BATCH
 _STREAM_ERRORS = (ColonymeshError, trio.BrokenResourceError, trio.ClosedResourceError)
 
 
@@ -49,6 +50,10 @@ def read_block(store: ChunkStore, cid: Cid) -> bytes | None:
         if not isinstance(error, KeyError):
             log.warning("fs: serving %s: %s", cid, error)
         return None
+
+
+def _read_blocks(store: ChunkStore, cids: list[Cid]) -> list[bytes | None]:
+    return [read_block(store, cid) for cid in cids]
 
 
 async def send_message(stream: trio.abc.SendStream, message: Message) -> None:
@@ -118,14 +123,22 @@ class BlockServer:
         wake: trio.MemoryReceiveChannel[None],
         ready: trio.MemorySendChannel[Message],
     ) -> None:
-        """Read wanted blocks from disk a little ahead of the writer: disk and wire overlap."""
+        """Read wanted blocks from disk a batch ahead of the writer: disk and wire overlap.
+
+        Several blocks per worker-thread call: each hand-off to a thread can wait a
+        whole GIL switch interval (5 ms) while the trio thread is busy encrypting,
+        which, paid per 256 KiB block, capped a get at ~30 MB/s.
+        """
         while True:
-            cid = self.core.next_want(requester)
-            if cid is None:
+            cids: list[Cid] = []
+            while len(cids) < _READ_BATCH and (cid := self.core.next_want(requester)) is not None:
+                cids.append(cid)
+            if not cids:
                 await wake.receive()
                 continue
-            data = await trio.to_thread.run_sync(read_block, self.store, cid)
-            await ready.send(self.core.answer(requester, cid, data))
+            found = await trio.to_thread.run_sync(_read_blocks, self.store, cids)
+            for cid, data in zip(cids, found, strict=True):
+                await ready.send(self.core.answer(requester, cid, data))
 
     async def _write_loop(
         self, stream: MuxedStream, lock: trio.Lock, ready: trio.MemoryReceiveChannel[Message]
