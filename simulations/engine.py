@@ -22,6 +22,18 @@ Determinism: every random draw (network, faults, the per-node
 seeded once. Nothing iterates a set or orders by ``id()``; the wall clock is
 read by no one here.
 
+Clocks: each node may have its own clock (``offset + rate * t``); cores are
+fed times on that clock and their deadlines are read on it, so drift and
+arbitrary time origins are faults like any other.
+
+Limits: ``events_limit`` bounds a run (a message storm becomes a finding,
+not a hung sweep), and 200,000 events at one virtual instant count as a
+livelock.
+
+Outside actions: ``call_at`` schedules a callback (fault injection, a
+workload, a phase change); ``poke`` runs an action on one node's adapter
+as a step of that node (an operator request, an API call).
+
 The adapter contract (what a driver of a sans-I/O core does, in the
 simulator exactly as in the real trio driver): on ``start`` build the core
 from ``io.disk.records`` (empty on first boot); on ``deliver`` and ``fire``
