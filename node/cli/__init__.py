@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Sequence
 
 from colonymesh import __version__
-from colonymesh.node.cli import colony, demo, dev, fs, keys, node, simulate, work
+from colonymesh.node.cli import colony, demo, dev, dht, fs, keys, node, simulate, work
 from colonymesh.node.cli import executor as executor_cli
 from colonymesh.node.errors import ColonymeshError
 
@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.register(commands)
     executor_cli.register(commands)
     node.register(commands)
+    dht.register(commands)
     return parser
 
 

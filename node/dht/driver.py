@@ -191,6 +191,11 @@ class DhtService:
         )
         self._waiters: dict[int, _Waiter] = {}
         self._running = False
+        self._joined = trio.Event()
+
+    async def wait_joined(self) -> None:
+        """Until the first bootstrap lookup finished with contacts in the table."""
+        await self._joined.wait()
 
     def _own_addrs(self) -> tuple[str, ...]:
         limits = self.config.dht.wire
@@ -246,6 +251,7 @@ class DhtService:
                     log.info("dht bootstrap failed: %s", error)
                 if len(self.core.table) > 0:
                     log.info("dht joined: %d contacts", len(self.core.table))
+                    self._joined.set()
                     break
             await trio.sleep(self.config.bootstrap_retry_s)
         interval = self.config.self_lookup_first_s

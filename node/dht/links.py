@@ -21,6 +21,7 @@ connections it has.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ log = logging.getLogger("colonymesh.node.links")
 
 _RECEIVE_BYTES = 256 * 1024
 _BATCH_MAX = 128
+_HEARD_ON_MAX = 1024
 _SEND_ERRORS = (
     ColonymeshError,
     trio.BrokenResourceError,
@@ -85,6 +87,7 @@ class StreamLinks:
         self._idle_s = idle_s
         self._queues: dict[str, trio.MemorySendChannel[bytes]] = {}
         self._nursery: trio.Nursery | None = None
+        self._heard_on: OrderedDict[str, Connection] = OrderedDict()
 
     def start(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
@@ -119,8 +122,12 @@ class StreamLinks:
         try:
             while True:
                 with trio.move_on_after(self._idle_s):
-                    frame = await receiver.receive()
-                    await self._deliver(peer_id, frame, receiver)
+                    unsent = await self._deliver(peer_id, [await receiver.receive()], receiver)
+                    if unsent:
+                        # the stream broke under the batch: most often a connection that
+                        # closed while idle (the remote restarted); retry once, fresh
+                        unsent = await self._deliver(peer_id, unsent, receiver)
+                        self.stats.dropped_unreachable += len(unsent)
                     continue
                 return  # idle: the next send starts a new sender
         finally:
@@ -129,41 +136,56 @@ class StreamLinks:
             self.stats.dropped_unreachable += _drain(receiver)
 
     async def _deliver(
-        self, peer_id: str, frame: bytes, receiver: trio.MemoryReceiveChannel[bytes]
-    ) -> None:
-        """Open a stream and keep writing to it until it breaks or goes idle."""
+        self, peer_id: str, frames: list[bytes], receiver: trio.MemoryReceiveChannel[bytes]
+    ) -> list[bytes]:
+        """Open a stream and write to it until it goes idle ([]) or breaks (the unsent batch)."""
         try:
             deadline = trio.current_time() + self._connect_timeout_s
             with trio.fail_after(self._connect_timeout_s):
-                connection = await self.peer.connections.connect(peer_id, deadline)
+                # the connection the remote last spoke to us on is live on both sides; any
+                # admitted one beats waiting for a dial of ours still in progress (or
+                # backing off) to an address the remote no longer has
+                connection = self._heard_on.get(peer_id)
+                if connection is None or connection.going_away:
+                    connection = self.peer.connections.connection_to(peer_id)
+                if connection is None or connection.going_away:
+                    connection = await self.peer.connections.connect(peer_id, deadline)
                 stream = await connection.open_stream([self.protocol])
         except _SEND_ERRORS as error:
-            self.stats.dropped_unreachable += 1 + _drain(receiver)
+            self.stats.dropped_unreachable += len(frames) + _drain(receiver)
             log.debug("%s: %s unreachable: %s", self.protocol, peer_id, error)
-            return
+            return []
         self.stats.streams_opened += 1
-        opening = [encode_frame(self._opening(), self._frame_bytes_max)] if self._opening else []
+        log.debug("%s: stream to %s opened on %r", self.protocol, peer_id, connection)
+        opening = encode_frame(self._opening(), self._frame_bytes_max) if self._opening else b""
+        batch = frames
         try:
             async with stream:
-                batch = [*opening, frame]
                 while True:
                     while len(batch) < _BATCH_MAX:
                         try:
                             batch.append(receiver.receive_nowait())
                         except trio.WouldBlock:
                             break
-                    await stream.send_all(b"".join(batch))
-                    self.stats.sent += len(batch) - len(opening)
-                    opening = []
+                    await stream.send_all(opening + b"".join(batch))
+                    self.stats.sent += len(batch)
+                    opening = b""
+                    batch = []
                     with trio.move_on_after(self._idle_s):
                         batch = [await receiver.receive()]
                         continue
-                    return
+                    return []
         except _SEND_ERRORS as error:
             log.debug("%s: stream to %s broke: %s", self.protocol, peer_id, error)
+            return batch
 
     async def _serve(self, stream: MuxedStream) -> None:
         connection = stream.connection
+        log.debug("%s: stream from %r", self.protocol, connection)
+        self._heard_on[connection.remote_peer_id] = connection
+        self._heard_on.move_to_end(connection.remote_peer_id)
+        while len(self._heard_on) > _HEARD_ON_MAX:
+            self._heard_on.popitem(last=False)
         buffer = bytearray()
         try:
             while True:
@@ -228,6 +250,7 @@ class ConnectionWatch:
         self._open: dict[str, int] = {}  # peer id -> admitted connections being watched
         self._watched: set[Connection] = set()
         self._nursery: trio.Nursery | None = None
+        self._heard_on: OrderedDict[str, Connection] = OrderedDict()
 
     def start(self, nursery: trio.Nursery) -> None:
         """Watch the connections admitted so far and every later one."""

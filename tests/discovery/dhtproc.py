@@ -9,6 +9,7 @@ then answers each JSON command line on stdin with one JSON line on stdout:
     {"op": "stats"}                              -> contacts, neighbours, ...
     {"op": "find", "keys": [hex, ...]}           -> found, missing, latencies_s
     {"op": "put", "key": hex, "value": hex}      -> stored, attempted
+    {"op": "provide", "key": hex}                -> stored, attempted
     {"op": "get", "key": hex}                    -> value (hex or null), latency_s
     {"op": "subscribe", "topic": t}
     {"op": "publish", "topic": t, "data": hex}   -> msg_id
@@ -24,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -100,6 +103,9 @@ async def serve(folder: Path, bootstrap: tuple[str, ...]) -> None:
                     bytes.fromhex(command["key"]), bytes.fromhex(command["value"])
                 )
                 reply({"stored": stored.stored, "attempted": stored.attempted})
+            elif op == "provide":
+                provided = await dht.provide(bytes.fromhex(command["key"]))
+                reply({"stored": provided.stored, "attempted": provided.attempted})
             elif op == "get":
                 started = trio.current_time()
                 record = await dht.get_value(bytes.fromhex(command["key"]))
@@ -138,6 +144,11 @@ def main() -> None:
     parser.add_argument("folder", type=Path)
     parser.add_argument("--bootstrap", action="append", default=[])
     args = parser.parse_args()
+    if os.environ.get("DHTPROC_LOG"):
+        logging.basicConfig(
+            level=os.environ["DHTPROC_LOG"].upper(),
+            format="%(relativeCreated)d %(name)s %(message)s",
+        )
     trio.run(serve, args.folder, tuple(args.bootstrap))
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from colonymesh.node.certs import Role, create_colony, encode_record, issue_certificate
+from colonymesh.node.cli.profile import write_profile
 from colonymesh.node.colonyfiles import COLONY_FILE
 from colonymesh.node.identity import KeyPair, write_key_file
 
@@ -85,9 +86,9 @@ class Proc:
 
 class ProcCluster:
     def __init__(self, root: Path, n: int) -> None:
-        owner = KeyPair.generate()
+        self.owner = owner = KeyPair.generate()
         now = int(time.time())
-        colony = create_colony(owner, "discovery", now - 7200)
+        self.colony = colony = create_colony(owner, "discovery", now - 7200)
         self.procs: list[Proc] = []
         try:
             for i in range(n):
@@ -118,6 +119,24 @@ class ProcCluster:
         except BaseException:
             self.stop()
             raise
+
+    def write_profile(self, directory: Path) -> None:
+        """A client profile for a new member, bootstrapping from the first process."""
+        now = int(time.time())
+        keys = KeyPair.generate()
+        certificate = issue_certificate(
+            self.owner,
+            self.colony,
+            keys.public_key,
+            name="operator",
+            roles=(Role.SUBMITTER,),
+            not_before=now - 3600,
+            not_after=now + 6 * 3600,
+            serial=1000,
+        )
+        write_profile(
+            directory, encode_record(self.colony), keys, certificate, [self.procs[0].addr]
+        )
 
     @staticmethod
     def _ready(proc: Proc) -> None:
