@@ -25,6 +25,7 @@ MB/s (goal >= 0.5).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import hashlib
 import json
@@ -32,16 +33,22 @@ import os
 import platform
 import pstats
 import random
+import subprocess
 import sys
 import tempfile
 import time
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from colonymesh.fs import cid_of_path
-from colonymesh.node.fsnet.lab import open_fs_lab
+from colonymesh.fs.cid import Cid
+from colonymesh.fs.store import ChunkStore
+from colonymesh.node.fsnet import ChunkService
+from colonymesh.node.fsnet.lab import lab_colony
+from colonymesh.node.peer.peer import Peer
 
 PIECE = 1 << 20
 
@@ -61,8 +68,82 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-async def _raw_socket(path: Path) -> float:
-    """Seconds to move the file's bytes over one plain trio socket on loopback."""
+# --- a provider peer in its own process (python bench/fs.py --serve ...) ------------------
+
+
+async def _serve(secret: str, members: int, now: int, index: int, store_dir: Path) -> None:
+    """A lab peer answering JSON-line commands on stdin: put, get, raw, quit."""
+    lab = lab_colony(secret, members, now)
+    async with Peer.open(lab.peer_config(index)) as peer:
+        service = ChunkService(peer, ChunkStore(store_dir, 2**34))
+        print(json.dumps({"peer_id": peer.peer_id, "addr": peer.listen_addrs[0]}), flush=True)
+        while line := await trio.to_thread.run_sync(sys.stdin.readline):
+            doc = json.loads(line)
+            started = time.perf_counter()
+            answer: dict[str, Any] = {}
+            match doc["cmd"]:
+                case "connect":
+                    await peer.connect(doc["addr"], timeout=10)
+                case "put":
+                    answer["cid"] = (await service.put_path(doc["path"])).encode()
+                case "get":
+                    await service.get(Cid.parse(doc["cid"]), doc["dest"])
+                case "raw":
+                    await _raw_send(doc["port"], Path(doc["path"]))
+                case "quit":
+                    return
+            answer["seconds"] = time.perf_counter() - started
+            print(json.dumps(answer), flush=True)
+
+
+async def _raw_send(port: int, path: Path) -> None:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        handle = await trio.open_file(path, "rb", buffering=0)
+        async with handle:
+            while piece := await handle.read(PIECE):
+                await stream.send_all(piece)
+
+
+class _Child:
+    def __init__(self, work: Path, secret: str, now: int, index: int) -> None:
+        args = ["--serve", secret, "4", str(now), str(index), str(work / f"store-{index}")]
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        hello = self._read()
+        self.peer_id, self.addr = hello["peer_id"], hello["addr"]
+
+    def _read(self) -> dict[str, Any]:
+        stdout = self.process.stdout
+        line = stdout.readline() if stdout is not None else b""
+        if not line:
+            raise RuntimeError(f"bench child exited: {self.process.wait()}")
+        doc: dict[str, Any] = json.loads(line)
+        return doc
+
+    async def call(self, cmd: str, **args: Any) -> dict[str, Any]:
+        stdin = self.process.stdin
+        if stdin is None:
+            raise RuntimeError("no stdin")
+        stdin.write(json.dumps({"cmd": cmd, **args}).encode() + b"\n")
+        stdin.flush()
+        return await trio.to_thread.run_sync(self._read)
+
+    def stop(self) -> None:
+        if self.process.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.process.stdin.write(b'{"cmd": "quit"}\n')
+                self.process.stdin.close()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+async def _raw_socket(child: _Child, path: Path) -> float:
+    """Seconds for a plain trio TCP socket to carry the file's bytes from the child to us."""
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     port = listeners[0].socket.getsockname()[1]
     received = 0
@@ -77,12 +158,7 @@ async def _raw_socket(path: Path) -> float:
     async with trio.open_nursery() as nursery:
         await nursery.start(trio.serve_listeners, sink, listeners)
         started = time.perf_counter()
-        stream = await trio.open_tcp_stream("127.0.0.1", port)
-        async with stream:
-            handle = await trio.open_file(path, "rb", buffering=0)
-            async with handle:
-                while piece := await handle.read(PIECE):
-                    await stream.send_all(piece)
+        await child.call("raw", port=port, path=str(path))
         await done.wait()
         seconds = time.perf_counter() - started
         nursery.cancel_scope.cancel()
@@ -99,41 +175,53 @@ async def _measure(work: Path, size: int, profile: cProfile.Profile | None) -> d
     mb = size / 1e6
 
     started = time.perf_counter()
-    with source.open("rb", buffering=0) as handle:
-        digest = hashlib.sha256()
-        while piece := handle.read(PIECE):
-            digest.update(piece)
+    _sha256_file(source)
     figures["sha256_mb_s"] = round(mb / (time.perf_counter() - started), 1)
     started = time.perf_counter()
     root_text = cid_of_path(source)
     figures["chunk_hash_mb_s"] = round(mb / (time.perf_counter() - started), 1)
 
-    figures["raw_socket_mb_s"] = round(mb / await _raw_socket(source), 1)
+    now = int(time.time())
+    lab = lab_colony("bench", 4, now)
+    a = _Child(work, "bench", now, 0)
+    b = _Child(work, "bench", now, 1)
+    try:
+        figures["raw_socket_mb_s"] = round(mb / await _raw_socket(a, source), 1)
+        async with AsyncExitStack() as stack:
+            readers = []
+            for index in (2, 3):
+                peer = await stack.enter_async_context(Peer.open(lab.peer_config(index)))
+                store = ChunkStore(work / f"store-{index}", 2**34)
+                readers.append(ChunkService(peer, store))
+                await peer.connect(a.addr, timeout=10)
+                await peer.connect(b.addr, timeout=10)
+            await b.call("connect", addr=a.addr)
+            c, d = readers
 
-    async with open_fs_lab(work / "state", 3, secret="bench") as (a, b, c):
-        started = time.perf_counter()
-        root = await a.put_path(source)
-        figures["put_mb_s"] = round(mb / (time.perf_counter() - started), 1)
-        if root.encode() != root_text:
-            raise RuntimeError("put gave another CID than cid_of_path")
+            put = await a.call("put", path=str(source))
+            figures["put_mb_s"] = round(mb / put["seconds"], 1)
+            if put["cid"] != root_text:
+                raise RuntimeError("put gave another CID than cid_of_path")
+            root = Cid.parse(root_text)
 
-        if profile is not None:
-            profile.enable()
-        started = time.perf_counter()
-        got = await b.get(root, work / "on-b.bin")
-        figures["get_mb_s"] = round(mb / (time.perf_counter() - started), 1)
-        if profile is not None:
-            profile.disable()
-        figures["get_fetch_s"] = round(got.fetched.seconds, 3)
-        figures["fetch_mb_s"] = round(mb / got.fetched.seconds, 1)
+            if profile is not None:
+                profile.enable()
+            started = time.perf_counter()
+            got = await c.get(root, work / "on-c.bin")
+            figures["get_mb_s"] = round(mb / (time.perf_counter() - started), 1)
+            if profile is not None:
+                profile.disable()
+            figures["fetch_mb_s"] = round(mb / got.fetched.seconds, 1)
 
-        started = time.perf_counter()
-        got2 = await c.get(root, work / "on-c.bin")
-        figures["get_two_providers_mb_s"] = round(mb / (time.perf_counter() - started), 1)
-        figures["get_two_providers_blocks"] = got2.fetched.by_peer and sorted(
-            got2.fetched.by_peer.values()
-        )
-    for name in ("on-b.bin", "on-c.bin"):
+            await b.call("get", cid=root_text, dest=str(work / "on-b.bin"))
+            started = time.perf_counter()
+            got2 = await d.get(root, work / "on-d.bin")
+            figures["get_two_providers_mb_s"] = round(mb / (time.perf_counter() - started), 1)
+            figures["get_two_providers_blocks"] = sorted(got2.fetched.by_peer.values())
+    finally:
+        a.stop()
+        b.stop()
+    for name in ("on-b.bin", "on-c.bin", "on-d.bin"):
         if _sha256_file(work / name) != expected:
             raise RuntimeError(f"{name} differs from the input")
     return figures
@@ -144,7 +232,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="64 MiB instead of 256 MiB")
     parser.add_argument("--profile", action="store_true", help="cProfile the first get")
     parser.add_argument("--dir", type=Path, default=None, help="work folder (default: a temp dir)")
+    parser.add_argument("--serve", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve:
+        secret, members, now, index, store = args.serve
+        trio.run(_serve, secret, int(members), int(now), int(index), Path(store))
+        return
     size = (64 if args.quick else 256) * PIECE
     profile = cProfile.Profile() if args.profile else None
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:

@@ -56,7 +56,8 @@ class FrameReader:
                 length, head = parsed
                 end = head + length
                 if len(self._buffer) >= end:
-                    frame = bytes(self._buffer[head:end])
+                    with memoryview(self._buffer) as view:
+                        frame = bytes(view[head:end])  # one copy, not slice-then-copy
                     del self._buffer[:end]
                     return frame
                 want = end - len(self._buffer)
