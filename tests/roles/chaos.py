@@ -53,6 +53,7 @@ class ChaosReport:
     ack_gap_s: float = 0.0
     killed_leaders: list[str] = field(default_factory=list)
     killed_executors: list[str] = field(default_factory=list)
+    restarted_executors: list[str] = field(default_factory=list)
     cut_runs: int = 0  # runs the executor kill interrupted
     reruns: int = 0  # processes run more than once (after their executor died)
     seconds: float = 0.0
@@ -68,6 +69,7 @@ class ChaosReport:
             "closed_by_non_assignee": len(self.foreign_closes),
             "leader_kills": len(self.killed_leaders),
             "executor_kills": len(self.killed_executors),
+            "executor_restarts": len(self.restarted_executors),
             "failover_s": [round(f, 3) for f in self.failovers_s],
             "largest_ack_gap_s": round(self.ack_gap_s, 3),
             "runs_cut_by_kill": self.cut_runs,
@@ -126,6 +128,9 @@ async def run_chaos(
 ) -> ChaosReport:
     """Submit ``total`` processes; at each ``(acknowledged, "leader"|"executor")`` kill one.
 
+    ``"restart-executor"`` starts the last killed executor again at once, so it
+    hands back what the ledger still assigns to it (or registers anew).
+
     Before a second leader kill the previous victim is restarted (a 3-server
     colony keeps its quorum); with ``restart_server`` the last victim is
     restarted at the end and must catch up.
@@ -171,8 +176,13 @@ async def run_chaos(
                     victim = await trio.to_thread.run_sync(cluster.wait_leader)
                     report.killed_leaders.append(victim.name)
                     await _measure_failover(cluster, victim, report)
-                else:
+                elif what == "executor":
                     await _kill_busy_executor(cluster, report)
+                else:  # "restart-executor": the last one killed, at once (within the stale time)
+                    name = report.killed_executors[-1]
+                    dead = next(n for n in cluster.executors if n.name == name)
+                    await trio.to_thread.run_sync(cluster.start, [dead])
+                    report.restarted_executors.append(name)
         await _wait_all_final(colony, report.acknowledged)
         if restart_server and victim is not None:
             report.caught_up = await _restart_and_catch_up(cluster, victim)
@@ -233,18 +243,18 @@ async def _check(colony: ColonySession, cluster: Cluster, report: ChaosReport) -
         if view is not None:
             views[process_id] = view
     runs = read_runs(cluster.records)
-    kill_times = {n.peer_id: n.killed_at for n in cluster.executors if n.killed_at is not None}
+    kill_times = {n.peer_id: n.kills for n in cluster.executors if n.kills}
     report.concurrent, report.reruns, report.cut_runs = concurrent_runs(runs, kill_times)
     report.foreign_closes = foreign_closes(views, runs)
 
 
 def concurrent_runs(
-    runs: dict[str, dict[str, Any]], kill_times: dict[str, float]
+    runs: dict[str, dict[str, Any]], kill_times: dict[str, list[float]]
 ) -> tuple[list[str], int, int]:
     """Processes with overlapping runs; how many processes ran more than once; runs cut short.
 
     A run without an end record was cut by its executor's SIGKILL and ends at
-    the kill; if its executor was never killed it is taken as never ending.
+    the first kill after its start; with no such kill it never ends.
     """
     by_process: dict[str, list[tuple[float, float]]] = {}
     cut = 0
@@ -254,7 +264,8 @@ def concurrent_runs(
         end = run["end"]
         if end is None:
             cut += 1
-            end = kill_times.get(run["executor"], float("inf"))
+            kills = [t for t in kill_times.get(run["executor"], []) if t >= run["start"]]
+            end = min(kills, default=float("inf"))
         by_process.setdefault(run["process"], []).append((run["start"], end))
     overlapping: list[str] = []
     reruns = 0

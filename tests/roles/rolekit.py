@@ -63,7 +63,7 @@ class Node:
     command: list[str]
     env: dict[str, str]
     process: subprocess.Popen[bytes] | None = None
-    killed_at: float | None = None
+    kills: list[float] = field(default_factory=list)  # wall times of SIGKILLs
 
     @property
     def peer_id(self) -> str:
@@ -88,7 +88,6 @@ class Node:
             start_new_session=True,  # its own process group, killed as one
         )
         log.close()
-        self.killed_at = None
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -112,7 +111,7 @@ class Node:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
-        self.killed_at = time.time()
+        self.kills.append(time.time())
 
     def stop(self) -> int:
         """SIGTERM, and the exit code (a clean shutdown exits 0)."""

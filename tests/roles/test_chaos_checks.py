@@ -23,8 +23,9 @@ def test_overlapping_runs_of_one_process_are_flagged() -> None:
 
 def test_a_run_cut_by_a_kill_ends_at_the_kill() -> None:
     runs = {"n1": _run("p", "e1", 1.0, None), "n2": _run("p", "e2", 6.0, 6.1)}
-    assert concurrent_runs(runs, {"e1": 5.0}) == ([], 1, 1)
-    assert concurrent_runs(runs, {"e1": 7.0}) == (["p"], 1, 1)
+    assert concurrent_runs(runs, {"e1": [5.0]}) == ([], 1, 1)
+    assert concurrent_runs(runs, {"e1": [7.0]}) == (["p"], 1, 1)
+    assert concurrent_runs(runs, {"e1": [0.5, 5.0]}) == ([], 1, 1)  # the kill after its start
     assert concurrent_runs(runs, {}) == (["p"], 1, 1)  # e1 never killed: its run never ended
 
 

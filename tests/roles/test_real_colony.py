@@ -96,7 +96,7 @@ def _assert_three_zeros(report: ChaosReport, total: int) -> None:
 
 
 def _assert_dead_executors_dropped(cluster: Cluster, report: ChaosReport) -> None:
-    alive = len(cluster.executors) - len(report.killed_executors)
+    alive = len(cluster.executors) - len(report.killed_executors) + len(report.restarted_executors)
     wait_for("the dead executors dropped", lambda: cluster.registered_executors() == alive, 10)
 
 
@@ -119,8 +119,8 @@ async def test_repeated_leader_kills_and_executor_kills_soak(tmp_path: Path) -> 
     cluster = make_cluster(tmp_path, servers=3, executors=4)
     try:
         _start(cluster)
-        plan = [(100, "leader"), (250, "executor"), (400, "leader"), (550, "executor")]
-        plan += [(700, "leader")]
+        plan = [(100, "leader"), (250, "executor"), (251, "restart-executor"), (400, "leader")]
+        plan += [(550, "executor"), (700, "leader")]
         report = await run_chaos(cluster, total=900, plan=plan, restart_server=True, pace_s=0.01)
         _assert_three_zeros(report, 900)
         _assert_dead_executors_dropped(cluster, report)
