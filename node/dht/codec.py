@@ -17,8 +17,8 @@ A frame is ``[tag, certificates, field1, field2, ...]``:
 the receiver can put a dialable contact in its routing table. The stream is
 Noise-authenticated, so a peer can only speak about itself there.
 
-:func:`decode` raises :class:`~colonymesh.node.errors.MalformedFrame` and nothing
-else, whatever the bytes; it checks types and container lengths against
+:func:`decode` raises :class:`~colonymesh.node.errors.MalformedFrame` (or
+``FrameTooLarge`` past ``FRAME_BYTES_MAX``; both ``WireError``) and nothing else, whatever the bytes; it checks types and container lengths against
 :class:`WireLimits` while building the message, then runs the core's
 ``validate_message``, so a decoded message is one the core accepts in shape.
 """
@@ -244,7 +244,7 @@ def _build(tag: int, f: list[Any], r: _Reader) -> Frame:
 
 
 def decode(frame: bytes, limits: WireLimits | None = None) -> tuple[Frame, tuple[bytes, ...]]:
-    """``(message, certificates)`` from one frame; `MalformedFrame` for anything else."""
+    """``(message, certificates)`` from one frame; `WireError` for anything else."""
     reader = _Reader(limits if limits is not None else WireLimits())
     value = wire.decode(frame, frame_bytes_max=FRAME_BYTES_MAX, canonical=False)
     if type(value) is not list or len(value) < 2 or type(value[0]) is not int:

@@ -7,8 +7,8 @@ a broadcast message as ``[topic, data, publisher, seqno, signature]``.
 next to a `Publish`: a peer that never connected to the publisher has no other
 way to know it is a member (see ``colonymesh.node.dht.codec``, same scheme).
 
-:func:`decode` raises :class:`~colonymesh.node.errors.MalformedFrame` and nothing
-else; it checks types and lengths while building the message and then runs the
+:func:`decode` raises :class:`~colonymesh.node.errors.MalformedFrame` (or
+``FrameTooLarge`` past ``FRAME_BYTES_MAX``; both ``WireError``) and nothing else; it checks types and lengths while building the message and then runs the
 router's ``validate_message``.
 """
 
@@ -176,7 +176,7 @@ def _build(tag: int, f: list[Any], limits: WireLimits) -> Message:
 
 
 def decode(frame: bytes, limits: WireLimits | None = None) -> tuple[Message, tuple[bytes, ...]]:
-    """``(message, certificates)`` from one frame; `MalformedFrame` for anything else."""
+    """``(message, certificates)`` from one frame; `WireError` for anything else."""
     lim = limits if limits is not None else WireLimits()
     value = wire.decode(frame, frame_bytes_max=FRAME_BYTES_MAX, canonical=False)
     if type(value) is not list or len(value) < 2 or type(value[0]) is not int:
