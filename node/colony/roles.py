@@ -15,7 +15,7 @@ certificate and ``node.toml`` ask for:
   newest founding certificate's ``not_before`` so that every founding
   certificate is valid at genesis (a server whose certificate is not yet
   valid in ledger time could not sign the first tick, and time would never
-  advance).
+  advance). The first start pins these inputs in ``ledger/genesis.cbor``.
 * **executor** — an :class:`ExecutorService` serving a kind (``python``: a
   :class:`PythonFunctions` registry imported from ``MODULE:ATTR``).
 
@@ -36,16 +36,26 @@ import trio
 from colonymesh.consensus import RaftConfig
 from colonymesh.executors.base import ExecutorKind
 from colonymesh.executors.python import PythonFunctions
-from colonymesh.node.certs import Certificate, Colony, Role, verify_colony
+from colonymesh.node import wire
+from colonymesh.node.certs import (
+    Certificate,
+    Colony,
+    Role,
+    decode_record,
+    encode_record,
+    verify_colony,
+)
 from colonymesh.node.colony.server import LedgerServer, ServerConfig
-from colonymesh.node.colonyfiles import MEMBERS_DIR, read_record
+from colonymesh.node.colonyfiles import MEMBERS_DIR, read_record, write_atomically
 from colonymesh.node.config import ColonySettings
-from colonymesh.node.errors import InputError
+from colonymesh.node.errors import ColonymeshError, InputError
 from colonymesh.node.peer.peer import Peer
 
 log = logging.getLogger("colonymesh.node.colony")
 
 LEDGER_DIR = "ledger"
+GENESIS_FILE = "genesis.cbor"
+GENESIS_BYTES_MAX = 1024 * 1024
 # Kinds whose executors live elsewhere in colonymesh and are not wired into
 # ``executor run`` yet (they need their own configuration): a clear refusal.
 PLANNED_KINDS = {
@@ -101,11 +111,12 @@ def genesis_ms(colony: Colony, certificates: Sequence[Certificate]) -> int:
 def server_config(
     settings: ColonySettings, state_dir: Path, colony_folder: Path, colony: Colony
 ) -> ServerConfig:
-    certificates = founding_certificates(settings, colony_folder, colony)
+    ledger_dir = state_dir / LEDGER_DIR
+    certificates, genesis = pinned_genesis(ledger_dir, settings, colony_folder, colony)
     return ServerConfig(
-        state_dir=state_dir / LEDGER_DIR,
+        state_dir=ledger_dir,
         founding_servers=settings.servers,
-        genesis_ms=genesis_ms(colony, certificates),
+        genesis_ms=genesis,
         founding_certificates=certificates,
         raft=RaftConfig(
             election_timeout_s=settings.election_timeout_s,
@@ -114,6 +125,38 @@ def server_config(
         tick_interval_s=settings.tick_interval_s,
         executor_stale_s=settings.executor_stale_s,
     )
+
+
+def pinned_genesis(
+    ledger_dir: Path, settings: ColonySettings, colony_folder: Path, colony: Colony
+) -> tuple[tuple[Certificate, ...], int]:
+    """The genesis inputs, chosen at the first start and kept in ``GENESIS_FILE`` after.
+
+    The Raft log replays onto the genesis ledger at every start, so the
+    genesis must never change under it: a renewed server certificate added to
+    ``members/`` later must not alter what an existing replica starts from.
+    """
+    path = ledger_dir / GENESIS_FILE
+    if path.exists():
+        try:
+            plain = wire.decode(path.read_bytes(), frame_bytes_max=GENESIS_BYTES_MAX)
+            genesis, records = plain
+            certificates = tuple(decode_record(Certificate, record) for record in records)
+        except (ColonymeshError, ValueError, TypeError) as error:
+            raise RoleError(f"{path}: corrupt genesis record: {error}") from None
+        if tuple(c.peer_id for c in certificates) != settings.servers or not isinstance(
+            genesis, int
+        ):
+            raise RoleError(
+                f"{path}: this ledger was founded by other servers than [colony] servers; "
+                "the founding servers cannot change (membership change is not supported yet)"
+            )
+        return certificates, genesis
+    certificates = founding_certificates(settings, colony_folder, colony)
+    genesis = genesis_ms(colony, certificates)
+    ledger_dir.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, wire.encode([genesis, [encode_record(c) for c in certificates]]))
+    return certificates, genesis
 
 
 def serves_ledger(peer: Peer, settings: ColonySettings | None) -> bool:
@@ -225,6 +268,7 @@ __all__ = [
     "genesis_ms",
     "load_functions",
     "serves_ledger",
+    "pinned_genesis",
     "server_config",
     "start_server",
 ]

@@ -82,8 +82,16 @@ def _colony(tmp_path: Path) -> tuple[KeyPair, object, Path]:
     return owner, colony, folder
 
 
-def _admit(owner: KeyPair, colony: object, folder: Path, name: str, role: Role, **kw: int) -> str:
-    keys = KeyPair.generate()
+def _admit(
+    owner: KeyPair,
+    colony: object,
+    folder: Path,
+    name: str,
+    role: Role,
+    keys: KeyPair | None = None,
+    **kw: int,
+) -> str:
+    keys = keys or KeyPair.generate()
     certificate = issue_certificate(
         owner,
         colony,  # type: ignore[arg-type]
@@ -136,3 +144,25 @@ def test_load_functions_and_kinds_refuse_clearly() -> None:
         executor_kind("slurm", "")
     with pytest.raises(RoleError, match="needs --functions"):
         executor_kind("python", "")
+
+
+def test_the_genesis_is_pinned_at_the_first_start(tmp_path: Path) -> None:
+    owner, colony, folder = _colony(tmp_path)
+    a_keys = KeyPair.generate()
+    a = _admit(owner, colony, folder, "a", Role.SERVER, a_keys)
+    b = _admit(owner, colony, folder, "b", Role.SERVER)
+    settings = ColonySettings(servers=(a, b))
+    first = server_config(settings, tmp_path / "state", folder, colony)  # type: ignore[arg-type]
+    assert (tmp_path / "state" / "ledger" / "genesis.cbor").is_file()
+    # A renewed certificate of a later date in members/ must not move a founded ledger.
+    _admit(owner, colony, folder, "a", Role.SERVER, a_keys, not_before=1_700_009_000, serial=7)
+    fresh = founding_certificates(settings, folder, colony)  # type: ignore[arg-type]
+    assert fresh != first.founding_certificates  # read anew, the renewal would be chosen
+    again = server_config(settings, tmp_path / "state", folder, colony)  # type: ignore[arg-type]
+    assert again.founding_certificates == first.founding_certificates
+    assert again.genesis_ms == first.genesis_ms
+    with pytest.raises(RoleError, match="founded by other servers"):
+        server_config(ColonySettings(servers=(b, a)), tmp_path / "state", folder, colony)  # type: ignore[arg-type]
+    (tmp_path / "state" / "ledger" / "genesis.cbor").write_bytes(b"junk")
+    with pytest.raises(RoleError, match="corrupt genesis record"):
+        server_config(settings, tmp_path / "state", folder, colony)  # type: ignore[arg-type]
