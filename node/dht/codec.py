@@ -18,7 +18,8 @@ the receiver can put a dialable contact in its routing table. The stream is
 Noise-authenticated, so a peer can only speak about itself there.
 
 :func:`decode` raises :class:`~colonymesh.node.errors.MalformedFrame` (or
-``FrameTooLarge`` past ``FRAME_BYTES_MAX``; both ``WireError``) and nothing else, whatever the bytes; it checks types and container lengths against
+``FrameTooLarge`` past ``FRAME_BYTES_MAX``; both ``WireError``) and nothing
+else, whatever the bytes; it checks types and container lengths against
 :class:`WireLimits` while building the message, then runs the core's
 ``validate_message``, so a decoded message is one the core accepts in shape.
 """

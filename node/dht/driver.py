@@ -212,9 +212,13 @@ class DhtService:
             self.links.start(nursery)
             self.watch.start(nursery)
             self._running = True
-            nursery.start_soon(self._core_loop)
-            nursery.start_soon(self._join)
-            task_status.started(self)
+            try:
+                nursery.start_soon(self._core_loop)
+                nursery.start_soon(self._join)
+                task_status.started(self)
+                await trio.sleep_forever()
+            finally:
+                self._running = False
 
     async def _core_loop(self) -> None:
         core = self.core

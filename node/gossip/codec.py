@@ -8,7 +8,8 @@ next to a `Publish`: a peer that never connected to the publisher has no other
 way to know it is a member (see ``colonymesh.node.dht.codec``, same scheme).
 
 :func:`decode` raises :class:`~colonymesh.node.errors.MalformedFrame` (or
-``FrameTooLarge`` past ``FRAME_BYTES_MAX``; both ``WireError``) and nothing else; it checks types and lengths while building the message and then runs the
+``FrameTooLarge`` past ``FRAME_BYTES_MAX``; both ``WireError``) and nothing
+else; it checks types and lengths while building the message and then runs the
 router's ``validate_message``.
 """
 

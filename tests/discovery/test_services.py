@@ -105,3 +105,35 @@ async def test_gossip_reaches_every_peer_and_counts_deliveries() -> None:
         await wait_for(lambda: all(len(got[i]) == 1 for i in range(1, 5)), 10, "delivery")
         assert all(got[i][0].msg_id == msg_id and got[i][0].data == b"spec-1" for i in range(1, 5))
         await wait_for(lambda: nodes[0].gossip.delivery_count(msg_id) == 4, 10, "receipts")
+
+
+async def test_bad_frames_and_foreign_records_are_refused_and_the_peer_survives() -> None:
+    from colonymesh.node.certs import encode_record
+    from colonymesh.node.dht import codec
+    from colonymesh.node.dht.driver import PROTOCOL_ID
+    from colonymesh.node.dht.messages import PutValue, ValueRecord, value_signing_bytes
+    from colonymesh.node.peer.framing import encode_frame
+    from support.colony import make_colony as other_colony
+
+    async with cluster(2) as nodes:
+        a, b = nodes
+        await b.dht.wait_joined()
+        await wait_for(lambda: b.peer.peer_id in a.peer.connected_peers(), 10, "connection")
+        # a record signed by a member of another colony, carrying that colony's certificate
+        foreign = other_colony("elsewhere").members[0]
+        seq = 1
+        signature = foreign.keys.sign(value_signing_bytes(b"k", b"forged", seq))
+        record = ValueRecord(b"k", b"forged", foreign.keys.public_key, seq, signature)
+        frame = codec.encode(PutValue(7, record), (encode_record(foreign.certificate),))
+        stream = await a.peer.open_stream(b.peer.peer_id, [PROTOCOL_ID])
+        await stream.send_all(encode_frame(frame, codec.FRAME_BYTES_MAX))
+        await wait_for(lambda: b.dht.stats.certificates_refused == 1, 5, "refusal")
+        await trio.sleep(0.2)
+        assert b.dht.core.values.get(b"k", trio.current_time()) is None
+        # junk closes that stream only
+        await stream.send_all(encode_frame(b"\x00junk", codec.FRAME_BYTES_MAX))
+        await wait_for(lambda: b.dht.links.stats.refused_frames == 1, 5, "closed stream")
+        assert b.dht.stats.malformed == 1
+        await a.dht.put_value(b"k", b"real")
+        record_b = await b.dht.get_value(b"k")
+        assert record_b is not None and record_b.value == b"real"
