@@ -97,7 +97,7 @@ def founding_certificates(
         where = (
             "[colony] server_certificates"
             if settings.server_certificates
-            else (f"{colony_folder / MEMBERS_DIR}")
+            else str(colony_folder / MEMBERS_DIR)
         )
         raise RoleError(f"no certificate for server {', '.join(missing)} in {where}")
     return tuple(chosen[peer_id] for peer_id in settings.servers)
