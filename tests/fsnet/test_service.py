@@ -14,6 +14,7 @@ from colonymesh.fs.local import cid_of_path
 from colonymesh.node.errors import InputError
 from colonymesh.node.fsnet import ChunkService, FetchFailed
 from colonymesh.node.fsnet.lab import open_fs_lab
+from colonymesh.node.identity import KeyPair
 
 
 def _write(path: Path, size: int, seed: int) -> bytes:
@@ -149,3 +150,20 @@ async def test_a_lying_peer_is_caught_over_the_wire(tmp_path: Path) -> None:
             got = await c.get(root, tmp_path / "c.bin")
         assert (tmp_path / "c.bin").read_bytes() == data
         assert liar.peer.peer_id not in got.fetched.by_peer
+
+
+async def test_an_unreachable_provider_is_dropped_and_the_rest_serve(tmp_path: Path) -> None:
+    source = tmp_path / "f.bin"
+    data = _write(source, 1_500_000, seed=7)
+    async with open_fs_lab(tmp_path / "state", 2) as (a, b):
+        root = await a.put_path(source)
+        ghost = KeyPair.generate().peer_id  # a member we have no address for
+
+        async def with_ghost(cid: Cid) -> list[str]:
+            return [ghost, a.peer.peer_id]
+
+        b.providers = with_ghost
+        with trio.fail_after(20):
+            got = await b.get(root, tmp_path / "b.bin")
+        assert (tmp_path / "b.bin").read_bytes() == data
+        assert got.fetched.by_peer == {a.peer.peer_id: 7}
