@@ -196,6 +196,13 @@ class ExchangeSession:
         self._discover(self._roots)
         return self._step(now)
 
+    def want(self, cids: Sequence[Cid], now: float) -> list[Effect]:
+        """Add more roots to a running session (their DAGs are fetched too)."""
+        if not self._started or self._finished is not None:
+            raise FsUsageError("want() needs a started, unfinished session")
+        self._discover(cids)
+        return self._step(now)
+
     def add_peer(self, peer: PeerId, now: float) -> list[Effect]:
         if self._finished is not None:
             return []

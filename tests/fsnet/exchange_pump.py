@@ -163,6 +163,9 @@ class Pump:
         self.handle(self.session.start(self.now))
         for name in self.providers:
             self.handle(self.session.add_peer(PeerId(name), self.now))
+        return self.run_started(limit_s)
+
+    def run_started(self, limit_s: float = 1000.0) -> SessionFinished:
         while self.finished is None:
             deadline = self.session.next_deadline()
             next_event = self._queue[0][0] if self._queue else None

@@ -260,3 +260,20 @@ def test_property_any_mix_of_faults(
     honest_alive = providers - (1 if vanish else 0)
     if loss == 0.0 and honest_alive >= 1:
         assert done.ok, done
+
+
+def test_want_adds_roots_to_a_running_session() -> None:
+    first, first_blocks = make_file(5000, seed=12)
+    second, second_blocks = make_file(7000, seed=13)
+    store = {b.cid: b.data for b in first_blocks + second_blocks}
+    session = new_session(first, 12)
+    pump = Pump(session, {"p": Provider(dict(store))}, random.Random(12))
+    pump.handle(session.start(0.0))
+    pump.handle(session.want([second], 0.0))
+    for name in pump.providers:
+        pump.handle(session.add_peer(PeerId(name), 0.0))
+    pump.handle(session.on_timeout(0.0))
+    done = pump.run_started()
+    assert done.ok and pump.local == store
+    with pytest.raises(FsUsageError):
+        session.want([first], 1.0)
