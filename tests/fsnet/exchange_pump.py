@@ -61,6 +61,7 @@ class Pump:
     rng: random.Random
     local: dict[Cid, bytes] = field(default_factory=dict)
     loss: float = 0.0
+    duplicate: float = 0.0  # chance a message is delivered twice
     latency_s: float = 0.01
     now: float = 0.0
     finished: SessionFinished | None = None
@@ -117,8 +118,13 @@ class Pump:
                     self.finished = effect
         self._check()
 
-    def _lost(self) -> bool:
-        return self.loss > 0 and self.rng.random() < self.loss
+    def _copies(self) -> int:
+        """How many times to deliver one message: 0 (lost), 1, or 2 (duplicated)."""
+        if self.loss > 0 and self.rng.random() < self.loss:
+            return 0
+        if self.duplicate > 0 and self.rng.random() < self.duplicate:
+            return 2
+        return 1
 
     def _to_server(self, peer: str, wants: tuple[Cid, ...], cancels: tuple[Cid, ...]) -> None:
         messages: list[Message] = []
@@ -127,10 +133,9 @@ class Pump:
         if wants:
             messages.append(WantBlocks(wants))
         for message in messages:
-            if self._lost():
-                continue
-            delay = self.latency_s * (0.5 + self.rng.random())
-            self._at(delay, lambda m=message, p=peer: self._serve(p, m))
+            for _ in range(self._copies()):
+                delay = self.latency_s * (0.5 + self.rng.random())
+                self._at(delay, lambda m=message, p=peer: self._serve(p, m))
 
     def _serve(self, peer: str, message: Message) -> list[Effect]:
         provider = self.providers[peer]
@@ -143,10 +148,9 @@ class Pump:
                 data = b"lie:" + data
             replies.append(provider.server.answer(ME, cid, data))
         for index, reply in enumerate(replies):
-            if self._lost():
-                continue
-            delay = self.latency_s * (0.5 + self.rng.random()) + 0.0001 * index
-            self._at(delay, lambda r=reply, p=peer: self._to_session(p, r))
+            for _ in range(self._copies()):
+                delay = self.latency_s * (0.5 + self.rng.random()) + 0.0001 * index
+                self._at(delay, lambda r=reply, p=peer: self._to_session(p, r))
         return []
 
     def _to_session(self, peer: str, reply: Message) -> list[Effect]:

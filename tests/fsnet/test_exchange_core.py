@@ -6,6 +6,7 @@ import ast
 import random
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -224,18 +225,27 @@ def test_server_answers_in_order_caps_and_cancels() -> None:
     assert server.stats.cancelled == 1
 
 
-@settings(max_examples=40, deadline=None)
-@given(
-    seed=st.integers(0, 2**32),
-    size=st.integers(0, 120_000),
-    providers=st.integers(1, 4),
-    liars=st.integers(0, 2),
-    vanish=st.booleans(),
-    loss=st.sampled_from([0.0, 0.0, 0.02, 0.1]),
-    per_peer=st.integers(1, 16),
-)
-def test_property_any_mix_of_faults(
-    seed: int, size: int, providers: int, liars: int, vanish: bool, loss: float, per_peer: int
+FAULTS = {
+    "seed": st.integers(0, 2**32),
+    "size": st.integers(0, 120_000),
+    "providers": st.integers(1, 4),
+    "liars": st.integers(0, 2),
+    "vanish": st.booleans(),
+    "loss": st.sampled_from([0.0, 0.0, 0.02, 0.1]),
+    "duplicate": st.sampled_from([0.0, 0.05, 0.3]),
+    "per_peer": st.integers(1, 16),
+}
+
+
+def _check_any_mix_of_faults(
+    seed: int,
+    size: int,
+    providers: int,
+    liars: int,
+    vanish: bool,
+    loss: float,
+    duplicate: float,
+    per_peer: int,
 ) -> None:
     """Terminates; what it accepts is exactly the file; with an honest live loss-free peer it succeeds."""
     root, blocks = make_file(size, seed=seed)
@@ -249,7 +259,7 @@ def test_property_any_mix_of_faults(
     config = SessionConfig(
         per_peer_inflight_max=per_peer, inflight_max=per_peer * 3, peer_timeout_s=0.5
     )
-    pump = Pump(new_session(root, seed, config), peers, rng, loss=loss)
+    pump = Pump(new_session(root, seed, config), peers, rng, loss=loss, duplicate=duplicate)
     done = pump.run()
     assert all(store[cid] == data for cid, data in pump.local.items())
     assert {m.peer for m in pump.misbehaved} <= {f"liar{i}" for i in range(liars)}
@@ -260,6 +270,19 @@ def test_property_any_mix_of_faults(
     honest_alive = providers - (1 if vanish else 0)
     if loss == 0.0 and honest_alive >= 1:
         assert done.ok, done
+
+
+@settings(max_examples=40, deadline=None)
+@given(**FAULTS)
+def test_property_any_mix_of_faults(**case: Any) -> None:
+    _check_any_mix_of_faults(**case)
+
+
+@pytest.mark.slow
+@settings(max_examples=1000, deadline=None)
+@given(**FAULTS)
+def test_property_any_mix_of_faults_long(**case: Any) -> None:
+    _check_any_mix_of_faults(**case)
 
 
 def test_want_adds_roots_to_a_running_session() -> None:
