@@ -80,11 +80,16 @@ def _modules(folder: str) -> list[Path]:
     return sorted(p for p in (ROOT / folder).rglob("*.py") if "__pycache__" not in p.parts)
 
 
+# The CLI is the program's composition root: `colonymesh simulate` runs the
+# simulator, which itself imports node. Only the CLI may reach up to it.
+EXTRA_ALLOWED = {"node/cli/simulate.py": {"simulations"}}
+
+
 @pytest.mark.parametrize("part", sorted(MAY_IMPORT))
 def test_parts_import_only_what_the_design_allows(part: str) -> None:
-    allowed = MAY_IMPORT[part]
     offences = []
     for path in _modules(part):
+        allowed = MAY_IMPORT[part] | EXTRA_ALLOWED.get(path.relative_to(ROOT).as_posix(), set())
         for module, line in _imports(path):
             if not module.startswith("colonymesh."):
                 continue

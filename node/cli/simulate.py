@@ -39,11 +39,14 @@ def _simulate(args: argparse.Namespace) -> int:
         )
     if args.peers < 1 or (args.seeds is not None and args.seeds < 1):
         raise InputError("--peers and --seeds must be at least 1")
-    if args.seeds is None:
-        summary = runner.run_scenario(args.scenario, args.peers, args.seed, args.duration)
-    else:
-        seeds = range(args.seed, args.seed + args.seeds)
-        summary = runner.sweep(args.scenario, args.peers, seeds, args.duration)
+    try:
+        if args.seeds is None:
+            summary = runner.run_scenario(args.scenario, args.peers, args.seed, args.duration)
+        else:
+            seeds = range(args.seed, args.seed + args.seeds)
+            summary = runner.sweep(args.scenario, args.peers, seeds, args.duration)
+    except ValueError as error:  # a scenario refusing its arguments (e.g. too many peers)
+        raise InputError(f"{args.scenario}: {error}") from None
     lines = [
         f"{summary['scenario']}: {summary['peers']} peers, {summary['seeds']} seed(s), "
         f"{summary['violations']} violation(s), {summary['wall_seconds']:.2f} s wall",

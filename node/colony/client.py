@@ -10,12 +10,14 @@ delivered with a *new* sequence number unless the command is idempotent
 
 Failover: while the outcome of a command is unknown (the server died or timed
 out after it may have appended it, or it answered "not committed, retry"),
-the client re-sends the *same* signed frame to the next server. The ledger's
-per-author replay window applies a frame at most once, so a retry of a frame
-that was already applied is refused as a replay: the client reports that as
-applied with its answer lost (``Proposed.applied`` with ``lost_answer``), and
-for idempotent commands proposes the body once more, freshly sealed, to learn
-its subject. A server without a live connection gets a short dial deadline,
+the client re-sends the *same* signed frame to the next server. The ledger
+spends a frame's sequence number the first time it meets it (whether the
+command then applies or is refused), so a retry of a frame that was already
+delivered is refused as a replay: the client reports that as delivered with
+its answer lost (``Proposed.applied`` with ``reason == LOST_ANSWER``; the
+first delivery may have been applied *or refused*), and for idempotent
+commands proposes the body once more, freshly sealed, to learn the outcome;
+callers of other commands reconcile by reading the ledger. A server without a live connection gets a short dial deadline,
 so a dead server costs seconds, not the whole timeout.
 """
 
@@ -73,7 +75,7 @@ IDEMPOTENT = (
 # How the ledger refuses a frame whose sequence number it already applied
 # (colonymesh.node.envelope.ReplayWindow): the frame was applied before.
 _REPLAYED = "was already accepted"
-LOST_ANSWER = "applied; its answer was lost with the server"
+LOST_ANSWER = "delivered before (applied or refused); its answer was lost with the server"
 
 
 class ColonyUnavailable(ColonymeshError):
@@ -90,7 +92,7 @@ class ClientStatistics:
 
     proposed: int = 0
     resent: int = 0  # the same frame sent again after a failure or a not-committed answer
-    lost_answers: int = 0  # a re-sent frame turned out applied before
+    lost_answers: int = 0  # a re-sent frame turned out delivered before
 
 
 class ColonyClient:
@@ -114,8 +116,9 @@ class ColonyClient:
         """Deliver one sealed command to the leader; its outcome (applied or refused).
 
         ``applied`` with ``reason == LOST_ANSWER`` and no subject: the command
-        was applied but the server that applied it did not live to say so
-        (only for commands that are not idempotent; see the module docs).
+        reached the ledger once (applied or refused) but the server did not
+        live to say which (only for commands that are not idempotent; read the
+        ledger to reconcile; see the module docs).
         A command too large for any server to take raises :class:`CommandRefused`.
         """
         answer = await self._deliver(self.seal(body))

@@ -130,6 +130,12 @@ class LedgerConfig:
     requeues_on_executor_loss_max: int = 10
     replay_window: int = 4096
     snapshot_bytes_max: int = SNAPSHOT_BYTES_MAX_DEFAULT
+    # The ledger re-queues a process at assigned + maxexectime + this grace. The
+    # executor's own timer starts when its claim's answer arrives, after the
+    # ledger's clock started and with ticks 0.5 s apart; without the grace the
+    # ledger could hand the process to a second executor while the first is
+    # still stopping it. Must be the same on every replica (it shapes the log).
+    exec_deadline_grace_ms: int = 2000
 
 
 Events = list[LedgerEvent]
@@ -204,19 +210,26 @@ class Ledger:
             if handler is None:
                 raise _Refused(f"{envelope.kind!r} is not a ledger command")
             self._authenticate(parts)
-            window = self._replay.get(envelope.sender)
-            if window is not None:
-                window.check(envelope.seq, self.config.replay_window)
+            self._consume_seq(envelope.sender, envelope.seq)
             subject = handler(envelope.body, command, events)
         except _Refused as refusal:
             return [CommandRefused(command, envelope.kind, refusal.reason)]
         except WireError as error:  # replay window
             return [CommandRefused(command, envelope.kind, str(error))]
-        if window is None:
-            self._replay[envelope.sender] = ReplayWindow(envelope.seq)
-        else:
-            window.record(envelope.seq, self.config.replay_window)
         return [CommandApplied(command, envelope.kind, subject), *events]
+
+    def _consume_seq(self, author: bytes, seq: int) -> None:
+        """Spend ``seq`` once its author is proven, whether the command then applies or not.
+
+        A command refused now must not apply when replayed later, when the state
+        might let it through: its author was told it failed.
+        """
+        window = self._replay.get(author)
+        if window is None:
+            self._replay[author] = ReplayWindow(seq)
+            return
+        window.check(seq, self.config.replay_window)
+        window.record(seq, self.config.replay_window)
 
     def _authenticate(self, parts: DecodedFrame) -> None:
         envelope = parts.envelope
@@ -379,7 +392,7 @@ class Ledger:
         queue = self._queues.setdefault(process.spec.conditions.executortype, [])
         bisect.insort(queue, (process.queue_key(), process.id))
         if process.spec.maxwaittime > 0:
-            deadline = self.now_ms + process.spec.maxwaittime * 1000
+            deadline = self._wait_deadline(process)
             heapq.heappush(
                 self._deadlines, (deadline, _DEADLINE_WAIT, process.id, process.ready_ms)
             )
@@ -503,9 +516,9 @@ class Ledger:
         executor.running.append(process.id)
         self._stats(process.spec).wait.add(self.now_ms - process.ready_ms)
         if process.spec.maxexectime > 0:
-            deadline = self.now_ms + process.spec.maxexectime * 1000
             heapq.heappush(
-                self._deadlines, (deadline, _DEADLINE_EXEC, process.id, process.assigned_ms)
+                self._deadlines,
+                (self._exec_deadline(process), _DEADLINE_EXEC, process.id, process.assigned_ms),
             )
         events.append(ProcessAssigned(command, process.id, executor.key))
         return process.id
@@ -763,14 +776,24 @@ class Ledger:
                 queue = self._queues.setdefault(process.spec.conditions.executortype, [])
                 queue.append((process.queue_key(), process.id))
                 if process.spec.maxwaittime > 0:
-                    deadline = process.ready_ms + process.spec.maxwaittime * 1000
+                    deadline = self._wait_deadline(process)
                     self._deadlines.append((deadline, _DEADLINE_WAIT, process.id, process.ready_ms))
             elif process.state is ProcessState.RUNNING and process.spec.maxexectime > 0:
-                deadline = process.assigned_ms + process.spec.maxexectime * 1000
+                deadline = self._exec_deadline(process)
                 self._deadlines.append((deadline, _DEADLINE_EXEC, process.id, process.assigned_ms))
         for queue in self._queues.values():
             queue.sort()
         heapq.heapify(self._deadlines)
+
+    def _wait_deadline(self, process: Process) -> int:
+        return process.ready_ms + process.spec.maxwaittime * 1000
+
+    def _exec_deadline(self, process: Process) -> int:
+        return (
+            process.assigned_ms
+            + process.spec.maxexectime * 1000
+            + self.config.exec_deadline_grace_ms
+        )
 
     # --- reading ----------------------------------------------------------------
 

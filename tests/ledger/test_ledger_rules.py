@@ -137,12 +137,14 @@ def test_maxexectime_requeues_until_maxretries_then_fails(h: LedgerHarness) -> N
     executor = h.executor("a")
     pid = h.submit(spec(maxexectime=5, maxretries=1))
     h.ok(executor, Claim(pid))
-    events = h.tick(6)
+    h.tick(6)  # past maxexectime, but within the ledger's grace for the executor to stop
+    assert h.ledger.processes[pid].state is ProcessState.RUNNING
+    events = h.tick(1.5)
     assert [type(e) for e in events][1:3] == [ProcessRequeued, ProcessReady]
     process = h.ledger.processes[pid]
     assert process.state is ProcessState.WAITING and process.retries == 1
     h.ok(executor, Claim(pid))
-    h.tick(6)
+    h.tick(7.5)
     assert process.state is ProcessState.FAILED and "after 1 retries" in process.errors[0]
 
 
@@ -360,3 +362,14 @@ def test_an_executor_admits_itself_with_its_owner_signed_certificate(h: LedgerHa
     executor = h.executor("solo", register=False)
     assert executor.certificate.has_role(Role.EXECUTOR)
     assert executor.keys.public_key in {c.member_key for c in h.ledger.membership.members()}
+
+
+def test_a_refused_command_cannot_be_replayed_into_success(h: LedgerHarness) -> None:
+    """Its author was told it failed: a later replay must not carry it out."""
+    executor = h.executor("a")
+    frame = h.seal(executor, Claim())
+    assert "no waiting process" in h.apply_entry(frame)[0].reason  # type: ignore[union-attr]
+    h.submit(spec())
+    replayed = h.apply_entry(frame)[0]
+    assert isinstance(replayed, CommandRefused) and "already accepted" in replayed.reason
+    assert h.ledger.executors[executor.keys.public_key].running == []
