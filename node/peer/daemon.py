@@ -29,6 +29,7 @@ import trio
 
 from colonymesh import __version__
 from colonymesh.executors.base import ExecutorKind
+from colonymesh.fs.store import ChunkStore
 from colonymesh.node.certs import Certificate, Membership, Revocation, Role
 from colonymesh.node.colony import roles
 from colonymesh.node.colony.client import ColonyClient, ColonyUnavailable, CommandRefused
@@ -43,11 +44,15 @@ from colonymesh.node.colonyfiles import (
 from colonymesh.node.config import ExecutorSettings, NodeConfig
 from colonymesh.node.control import ControlServer, check_address
 from colonymesh.node.errors import ColonymeshError, InputError
+from colonymesh.node.fsnet.control import fs_commands
+from colonymesh.node.fsnet.service import ChunkService
 from colonymesh.node.identity import read_key_file
 from colonymesh.node.peer.peer import Peer, PeerConfig
 
 log = logging.getLogger("colonymesh.node")
 REVOCATIONS_POLL_S = 1.0
+# What the node's chunk store may hold; unpinned blocks are evicted first (fs/store.py).
+FS_CAPACITY_BYTES = 10 * 2**30
 
 
 def load_colony(path: Path) -> tuple[Membership, list[Revocation], Path]:
@@ -151,9 +156,13 @@ async def run_node(config: NodeConfig, executor: ExecutorSettings | None = None)
             top.start_soon(_stop_on_signal, signals, top.cancel_scope)
             async with Peer.open(peer_config) as peer, trio.open_nursery() as duties:
                 state = Roles()
-                control = ControlServer(
-                    config.control_address, _commands(peer, config, folder, state)
+                commands = _commands(peer, config, folder, state)
+                # Every node keeps a chunk store and serves the meta-filesystem.
+                chunks = ChunkService(
+                    peer, ChunkStore(config.state_dir / "chunks", FS_CAPACITY_BYTES)
                 )
+                commands.update(fs_commands(chunks))
+                control = ControlServer(config.control_address, commands)
                 await top.start(control.serve)
                 top.start_soon(_watch_revocations, peer, folder)
                 if server_config is not None and roles.serves_ledger(peer, config.colony_settings):
