@@ -140,21 +140,19 @@ class StreamLinks:
     ) -> list[bytes]:
         """Open a stream and write to it until it goes idle ([]) or breaks (the unsent batch)."""
         try:
-            deadline = trio.current_time() + self._connect_timeout_s
-            with trio.fail_after(self._connect_timeout_s):
-                # the connection the remote last spoke to us on is live on both sides; any
-                # admitted one beats waiting for a dial of ours still in progress (or
-                # backing off) to an address the remote no longer has
-                connection = self._heard_on.get(peer_id)
-                if connection is None or connection.going_away:
-                    connection = self.peer.connections.connection_to(peer_id)
-                if connection is None or connection.going_away:
-                    connection = await self.peer.connections.connect(peer_id, deadline)
-                stream = await connection.open_stream([self.protocol])
+            stream = await self._open(peer_id)
         except _SEND_ERRORS as error:
-            self.stats.dropped_unreachable += len(frames) + _drain(receiver)
-            log.debug("%s: %s unreachable: %s", self.protocol, peer_id, error)
-            return []
+            # the remote may have connected to us meanwhile (a restarted peer, a client
+            # back under the same key): use that connection rather than drop the batch
+            try:
+                if self._live_connection(peer_id) is None:
+                    raise
+                stream = await self._open(peer_id)
+            except _SEND_ERRORS:
+                self.stats.dropped_unreachable += len(frames) + _drain(receiver)
+                log.debug("%s: %s unreachable: %s", self.protocol, peer_id, error)
+                return []
+        connection = stream.connection
         self.stats.streams_opened += 1
         log.debug("%s: stream to %s opened on %r", self.protocol, peer_id, connection)
         opening = encode_frame(self._opening(), self._frame_bytes_max) if self._opening else b""
@@ -178,6 +176,25 @@ class StreamLinks:
         except _SEND_ERRORS as error:
             log.debug("%s: stream to %s broke: %s", self.protocol, peer_id, error)
             return batch
+
+    def _live_connection(self, peer_id: str) -> Connection | None:
+        """The connection the remote last spoke to us on if still usable, else any
+        admitted one: both are live on both sides, unlike a dial of ours that may still
+        be in progress (or backing off) to an address the remote no longer has."""
+        connection = self._heard_on.get(peer_id)
+        if connection is None or connection.going_away:
+            connection = self.peer.connections.connection_to(peer_id)
+        if connection is None or connection.going_away:
+            return None
+        return connection
+
+    async def _open(self, peer_id: str) -> MuxedStream:
+        deadline = trio.current_time() + self._connect_timeout_s
+        with trio.fail_after(self._connect_timeout_s):
+            connection = self._live_connection(peer_id)
+            if connection is None:
+                connection = await self.peer.connections.connect(peer_id, deadline)
+            return await connection.open_stream([self.protocol])
 
     async def _serve(self, stream: MuxedStream) -> None:
         connection = stream.connection
