@@ -52,6 +52,10 @@ def _load_builtin() -> None:
         from colonymesh.simulations.raft_scenario import scenario as raft_scenario
 
         _SCENARIOS["raft"] = raft_scenario
+    if "colony" not in _SCENARIOS:
+        from colonymesh.simulations.colony_scenario import scenario as colony_scenario
+
+        _SCENARIOS["colony"] = colony_scenario
 
 
 def _lookup(name: str) -> ScenarioFn:

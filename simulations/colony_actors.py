@@ -1,0 +1,650 @@
+"""The actors of the ``colony`` scenario: ledger servers, executors and a submitter.
+
+What it owns: :class:`ColonyWorld` (the colony's keys and certificates, the
+shared records the checkers read), :class:`ColonyServer` (the Raft adapter of
+:mod:`~colonymesh.simulations.raft_server` with the real
+:class:`~colonymesh.node.ledger.ledger.Ledger` as its state machine instead of
+the key-value store), :class:`ExecutorActor` and :class:`SubmitterActor`.
+
+How it works, after the real peers (``node/colony``): every Raft entry is one
+member-signed envelope frame. Actors seal a command once and send the frame
+to the server they think leads; on a timeout or a redirect they send the
+*same* frame again (to the hinted leader), so a frame may be appended twice
+and the ledger's replay window refuses the second copy. The leader ticks the
+ledger clock every ``tick_interval_s`` and declares lost every executor it has
+not heard from for ``stale_s`` since it became leader (ExecutorLost).
+
+Executors hold one slot: Claim, "run" the process for a drawn virtual
+duration, then Close (or Fail). A run stops early when (a) ``maxexectime``
+has passed since the ledger assigned it -- counted from the assignment time
+the ledger recorded, not from when the claim's answer arrived, because the
+ledger re-queues at ``assigned + maxexectime + grace``; (b) the executor's
+liveness lease lapses: it renews the lease by heartbeats the leader answers,
+and a lease lasts ``lease_s`` (< ``stale_s``) from the heartbeat's sending,
+so an executor cut off from the leader stops before the leader may declare it
+lost and the ledger hand its process to someone else.
+
+Clocks: servers and executors read virtual time here; the ledger's time comes
+from the leader's clock, so the scenario assumes synchronised server clocks
+(a server whose clock runs ahead re-queues running processes early).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from colonymesh.consensus import NotLeader, ProposalDropped
+from colonymesh.consensus.types import Entry, EntryKind
+from colonymesh.node.certs import (
+    Capabilities,
+    Certificate,
+    Colony,
+    Role,
+    create_colony,
+    issue_certificate,
+)
+from colonymesh.node.envelope import seal_frame
+from colonymesh.node.identity import KeyPair, Signer
+from colonymesh.node.ledger.commands import (
+    Claim,
+    Close,
+    ExecutorLost,
+    Fail,
+    RegisterExecutor,
+    SubmitFunction,
+    SubmitWorkflow,
+    Tick,
+    UnregisterExecutor,
+)
+from colonymesh.node.ledger.events import (
+    CommandApplied,
+    CommandRefused,
+    LedgerEvent,
+    ProcessAssigned,
+    ProcessFinished,
+    ProcessRequeued,
+)
+from colonymesh.node.ledger.ledger import Ledger
+from colonymesh.node.ledger.model import ProcessState
+from colonymesh.simulations.engine import NodeIO
+from colonymesh.simulations.kv import KvStore
+from colonymesh.simulations.raft_server import RaftCluster, RaftServer
+
+NOW_S = 1_800_000_000  # the colony's wall clock at virtual time 0
+GENESIS_MS = NOW_S * 1000
+EXECUTOR_TYPE = "sim"
+
+
+# --- messages between actors and servers ---------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    frame: bytes
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    seq: int
+    applied: bool
+    subject: str = ""
+    reason: str = ""
+    funcname: str = ""
+    assigned_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    seq: int
+    leader_hint: int  # -1: unknown
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    sent_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatAck:
+    sent_at: float
+
+
+# --- the world ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ColonyTiming:
+    tick_interval_s: float = 0.5
+    stale_s: float = 5.0  # the leader declares an executor lost after this silence
+    lease_s: float = 2.0  # an executor stops its run this long after its last acked heartbeat
+    heartbeat_s: float = 0.4
+    request_timeout_s: float = 1.0
+    claim_idle_s: float = 0.5  # wait after "no waiting process"
+
+
+@dataclass(slots=True)
+class Member:
+    keys: KeyPair
+    signer: Signer
+    certificate: Certificate
+
+
+@dataclass(slots=True)
+class RunRecord:
+    """One executor's run of one process, in virtual time (``end`` None while running)."""
+
+    process_id: str
+    node: int
+    start: float
+    end: float | None = None
+
+
+class ColonyWorld:
+    """Keys, certificates and the records every checker reads; shared across restarts."""
+
+    def __init__(
+        self, rng_bytes: bytes, servers: int, executors: int, timing: ColonyTiming
+    ) -> None:
+        self.timing = timing
+        seeds = [rng_bytes[i : i + 32] for i in range(0, len(rng_bytes), 32)]
+        self.owner = KeyPair.from_seed(seeds[0])
+        self.colony: Colony = create_colony(self.owner, "sim", NOW_S - 7200)
+        self.servers_n = servers
+        self.members: list[Member] = []  # node index -> member
+        for i in range(servers + 1 + executors):
+            if i < servers:
+                roles, name, etype = (Role.SERVER,), f"server-{i}", ""
+            elif i == servers:
+                roles, name, etype = (Role.SUBMITTER,), "submitter", ""
+            else:
+                roles, name, etype = (Role.EXECUTOR,), f"exec-{i}", EXECUTOR_TYPE
+            keys = KeyPair.from_seed(seeds[i + 1])
+            cert = issue_certificate(
+                self.owner,
+                self.colony,
+                keys.public_key,
+                name=name,
+                roles=roles,
+                not_before=NOW_S - 3600,
+                not_after=NOW_S + 10 * 86400,
+                serial=i + 1,
+                executor_type=etype,
+                capabilities=Capabilities(cpu_millicores=64_000, mem_bytes=2**40),
+            )
+            self.members.append(Member(keys, Signer(keys), cert))
+        self.node_of_key = {m.keys.public_key: i for i, m in enumerate(self.members)}
+        # Records from the applied log (first replica to apply an index).
+        self.applied_max = 0
+        self.assignee: dict[str, bytes] = {}
+        self.final: dict[str, ProcessState] = {}
+        self.claims = 0
+        self.requeues = 0
+        self.executor_losses = 0
+        self.closes = 0
+        self.fails = 0
+        self.ledger_events = 0
+        self.violation: str | None = None
+        # The actors' own records.
+        self.runs: dict[str, list[RunRecord]] = {}
+        self.running_at: dict[int, RunRecord] = {}  # node -> its current run
+        self.runs_total = 0
+        self.runs_stopped = 0
+        self.runs_timed_out = 0
+        self.acked: dict[str, str] = {}  # process or workflow id -> "ok" | "fail" | "mixed"
+        self.workflows_acked: list[str] = []
+
+    def new_ledger(self) -> Ledger:
+        return Ledger(
+            self.colony,
+            genesis_ms=GENESIS_MS,
+            certificates=[m.certificate for m in self.members],
+        )
+
+    def observe(self, index: int, events: list[LedgerEvent]) -> None:
+        """Record what the entry at ``index`` did; checks (3) only assignees close."""
+        if index <= self.applied_max:
+            return
+        self.applied_max = index
+        self.ledger_events += len(events)
+        for ev in events:
+            if isinstance(ev, CommandApplied) and ev.kind in ("ledger.close", "ledger.fail"):
+                assignee = self.assignee.get(ev.subject)
+                if assignee != ev.command.author:
+                    self._fail(
+                        f"process {ev.subject} closed by {self._name(ev.command.author)}, "
+                        f"assigned to {self._name(assignee)}"
+                    )
+                if ev.kind == "ledger.close":
+                    self.closes += 1
+                else:
+                    self.fails += 1
+            elif isinstance(ev, ProcessAssigned):
+                self.claims += 1
+                self.assignee[ev.process_id] = ev.executor
+            elif isinstance(ev, ProcessRequeued):
+                self.requeues += 1
+                self.assignee.pop(ev.process_id, None)
+            elif isinstance(ev, ProcessFinished):
+                self.assignee.pop(ev.process_id, None)
+                if ev.process_id in self.final:
+                    self._fail(f"process {ev.process_id} finished twice")
+                self.final[ev.process_id] = ev.state
+            elif isinstance(ev, CommandApplied) and ev.kind == "ledger.executor_lost":
+                self.executor_losses += 1
+
+    def run_stopped(self, node: int, now: float) -> None:
+        record = self.running_at.pop(node, None)
+        if record is not None and record.end is None:
+            record.end = now
+
+    def _name(self, key: bytes | None) -> str:
+        if key is None:
+            return "nobody"
+        node = self.node_of_key.get(key)
+        return "a stranger" if node is None else self.members[node].certificate.name
+
+    def _fail(self, message: str) -> None:
+        if self.violation is None:
+            self.violation = message
+
+    def run_started(self, process_id: str, node: int, now: float) -> RunRecord:
+        """Checks (2): no other actor runs ``process_id`` now."""
+        runs = self.runs.setdefault(process_id, [])
+        for r in runs:
+            if r.node != node and (r.end is None or r.end > now):
+                self._fail(
+                    f"process {process_id} run twice concurrently: by "
+                    f"{self.members[r.node].certificate.name} since t={r.start:.3f} and by "
+                    f"{self.members[node].certificate.name} from t={now:.3f}"
+                )
+        record = RunRecord(process_id, node, now)
+        runs.append(record)
+        self.running_at[node] = record
+        self.runs_total += 1
+        return record
+
+
+class LedgerStore(KvStore):
+    """The ledger behind :class:`RaftServer`'s state-machine seam (``kv``)."""
+
+    __slots__ = ("ledger",)
+    world: ColonyWorld | None = None  # set on a per-run subclass (see :func:`store_for`)
+
+    def __init__(self) -> None:
+        super().__init__()
+        world = type(self).world
+        if world is None:
+            raise RuntimeError("LedgerStore used without a world")
+        self.ledger = world.new_ledger()
+
+    def encode(self) -> bytes:
+        return self.ledger.snapshot()
+
+    @classmethod
+    def decode(cls, blob: bytes) -> LedgerStore:
+        store = cls()
+        store.ledger.restore(blob)
+        return store
+
+
+def store_for(world: ColonyWorld) -> type[LedgerStore]:
+    return type("BoundLedgerStore", (LedgerStore,), {"world": world, "__slots__": ()})
+
+
+class ColonyServer(RaftServer):
+    """A server peer: Raft + ledger, proposals from actors, ticks and liveness while leading."""
+
+    def __init__(self, io: NodeIO, cluster: RaftCluster, world: ColonyWorld) -> None:
+        self.store_cls = store_for(world)
+        super().__init__(io, cluster)
+        self.world = world
+        member = world.members[io.index]
+        self.member = member
+        self.seq = int((NOW_S + io.now) * 1_000_000)
+        self.proposals: dict[tuple[bytes, int], int] = {}  # (author, seq) -> actor node
+        self.tick_due = 0.0
+        self.led_term = -1
+        self.led_since = 0.0
+        self.last_seen: dict[bytes, float] = {}
+        self.lost_asked: dict[bytes, float] = {}
+
+    @property
+    def ledger(self) -> Ledger:
+        return self.kv.ledger if isinstance(self.kv, LedgerStore) else self._no_ledger()
+
+    def _no_ledger(self) -> Ledger:
+        raise RuntimeError("server state machine is not a ledger")
+
+    def next_deadline(self) -> float | None:
+        d = super().next_deadline()
+        if self.node is not None and self.is_leader():
+            return self.tick_due if d is None else min(d, self.tick_due)
+        return d
+
+    def fire(self, now: float) -> None:
+        super().fire(now)
+        if self.node is not None and self.is_leader() and now >= self.tick_due:
+            self._lead(now)
+
+    def _seal(self, body: object, now: float) -> bytes:
+        self.seq += 1
+        return seal_frame(
+            self.member.signer,
+            self.world.colony.colony_id,
+            body,
+            seq=self.seq,
+            timestamp_ms=int((NOW_S + now) * 1000),
+        )
+
+    def _lead(self, now: float) -> None:
+        """The leader's duties: tick the ledger clock; declare silent executors lost."""
+        _, term = self.role_term()
+        if term != self.led_term:
+            self.led_term = term
+            self.led_since = now
+            self.last_seen.clear()
+            self.lost_asked.clear()
+        timing = self.world.timing
+        self.tick_due = now + timing.tick_interval_s
+        frames = [self._seal(Tick(GENESIS_MS + int(now * 1000)), now)]
+        for key in self.ledger.executors:
+            seen = self.last_seen.get(key, self.led_since)
+            asked = self.lost_asked.get(key, -1e18)
+            if now - seen >= timing.stale_s and now - asked >= timing.stale_s:
+                self.lost_asked[key] = now
+                frames.append(self._seal(ExecutorLost(key, "silent"), now))
+        node = self._node()
+        for frame in frames:
+            try:
+                node.propose(frame)
+            except (NotLeader, ProposalDropped):
+                break
+        self._drain(now)
+
+    def deliver(self, src: int, msg: object, now: float) -> None:
+        if isinstance(msg, Proposal):
+            self._proposal(src, msg)
+            self._drain(now)
+        elif isinstance(msg, Heartbeat):
+            if self.node is not None and self.is_leader():
+                member = self.world.members[src]
+                self.last_seen[member.keys.public_key] = now
+                self.io.send(src, HeartbeatAck(msg.sent_at))
+            else:
+                self.io.send(src, Redirect(-1, self._hint()))
+        else:
+            super().deliver(src, msg, now)
+
+    def _hint(self) -> int:
+        lead = self._node().leader if self.node is not None else None
+        return -1 if lead is None else self.cluster.index_of.get(lead, -1)
+
+    def _proposal(self, src: int, msg: Proposal) -> None:
+        author = self.world.members[src].keys.public_key
+        try:
+            self._node().propose(msg.frame)
+        except NotLeader:
+            self.io.send(src, Redirect(msg.seq, self._hint()))
+            return
+        except ProposalDropped:
+            self.io.send(src, Redirect(msg.seq, -1))
+            return
+        self.proposals[(author, msg.seq)] = src
+
+    def _apply(self, e: Entry) -> None:
+        self.applied = int(e.index)
+        if e.kind != EntryKind.NORMAL or not e.data:
+            return
+        ledger = self.ledger
+        events = ledger.apply(int(e.index), e.data)
+        self.world.observe(int(e.index), events)
+        first = events[0]
+        if not isinstance(first, CommandApplied | CommandRefused) or first.command is None:
+            return
+        dst = self.proposals.pop((first.command.author, first.command.seq), None)
+        if dst is None:
+            return
+        if isinstance(first, CommandRefused):
+            self.io.send(dst, Answer(first.command.seq, False, reason=first.reason))
+            return
+        funcname, assigned_ms = "", 0
+        process = ledger.processes.get(first.subject)
+        if first.kind == "ledger.claim" and process is not None:
+            funcname, assigned_ms = process.spec.funcname, process.assigned_ms
+        self.io.send(dst, Answer(first.command.seq, True, first.subject, "", funcname, assigned_ms))
+
+
+# --- the clients ------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Request:
+    frame: bytes
+    seq: int
+    deadline: float
+    body: object
+
+
+class _Client:
+    """What every actor shares: seal once, send to the believed leader, resend the same frame."""
+
+    def __init__(self, io: NodeIO, world: ColonyWorld) -> None:
+        self.io = io
+        self.world = world
+        self.member = world.members[io.index]
+        self.seq = int((NOW_S + io.now) * 1_000_000)
+        self.leader = io.rng.randrange(world.servers_n)
+        self.pending: _Request | None = None
+
+    def request(self, body: object, now: float) -> None:
+        self.seq += 1
+        frame = seal_frame(
+            self.member.signer,
+            self.world.colony.colony_id,
+            body,
+            seq=self.seq,
+            timestamp_ms=int((NOW_S + now) * 1000),
+        )
+        self.pending = _Request(frame, self.seq, 0.0, body)
+        self._send(now)
+
+    def _send(self, now: float) -> None:
+        req = self.pending
+        if req is None:
+            return
+        req.deadline = now + self.world.timing.request_timeout_s
+        self.io.send(self.leader, Proposal(req.frame, req.seq), len(req.frame))
+
+    def _retry(self, now: float, hint: int) -> None:
+        if 0 <= hint < self.world.servers_n:
+            self.leader = hint
+        else:
+            self.leader = self.io.rng.randrange(self.world.servers_n)
+        self._send(now)
+
+    def client_message(self, msg: object, now: float) -> Answer | None:
+        """Handle a server's message; returns the pending request's answer when it comes."""
+        req = self.pending
+        if isinstance(msg, Redirect):
+            if req is not None and msg.seq == req.seq:
+                self._retry(now, msg.leader_hint)
+            elif msg.leader_hint >= 0:
+                self.leader = msg.leader_hint
+            return None
+        if isinstance(msg, Answer) and req is not None and msg.seq == req.seq:
+            self.pending = None
+            return msg
+        return None
+
+    def client_timer(self, now: float) -> None:
+        req = self.pending
+        if req is not None and now >= req.deadline:
+            self._retry(now, -1)
+
+
+class ExecutorActor(_Client):
+    """A simulated executor with one slot (see the module docs)."""
+
+    def __init__(self, io: NodeIO, world: ColonyWorld, scenario: Any) -> None:
+        super().__init__(io, world)
+        self.scenario = scenario
+        self.state = "boot"
+        self.run: RunRecord | None = None
+        self.run_ends = 0.0
+        self.run_fails = False
+        self.run_timed_out = False
+        self.claim_at = 0.0
+        self.lease_until = -1.0
+        self.heartbeat_due = 0.0
+
+    def start(self, now: float) -> None:
+        # A restarted executor hands back what the ledger still assigns it, then joins.
+        self.state = "unregister"
+        self.request(UnregisterExecutor("restarted"), now)
+
+    def next_deadline(self) -> float | None:
+        times = [self.heartbeat_due]
+        if self.pending is not None:
+            times.append(self.pending.deadline)
+        if self.run is not None:
+            times.append(min(self.run_ends, max(self.lease_until, self.io.now)))
+        if self.state == "idle":
+            times.append(self.claim_at)
+        return min(times)
+
+    def fire(self, now: float) -> None:
+        if now >= self.heartbeat_due:
+            self.heartbeat_due = now + self.world.timing.heartbeat_s
+            self.io.send(self.leader, Heartbeat(now))
+        self.client_timer(now)
+        if self.run is not None:
+            if now >= self.lease_until:
+                self._stop(now)  # cut off from the leader: it may give the process away
+                self.world.runs_stopped += 1
+                self.state = "idle"
+                self.claim_at = now
+            elif now >= self.run_ends:
+                pid = self.run.process_id
+                self._stop(now)
+                if self.run_timed_out:
+                    # As the real worker: killed at maxexectime, nothing reported;
+                    # the ledger re-queues it on its own clock.
+                    self.world.runs_timed_out += 1
+                    self.state = "idle"
+                    self.claim_at = now
+                    return
+                self.state = "report"
+                if self.run_fails:
+                    self.request(Fail(pid, ("the workload fails it",)), now)
+                else:
+                    self.request(Close(pid, json.dumps([pid[:8]])), now)
+        if self.state == "idle" and self.pending is None and now >= self.claim_at:
+            self.state = "claim"
+            self.request(Claim(), now)
+
+    def _stop(self, now: float) -> None:
+        if self.run is not None:
+            self.world.run_stopped(self.io.index, now)
+            self.run = None
+
+    def deliver(self, src: int, msg: object, now: float) -> None:
+        if isinstance(msg, HeartbeatAck):
+            self.lease_until = max(self.lease_until, msg.sent_at + self.world.timing.lease_s)
+            return
+        answer = self.client_message(msg, now)
+        if answer is None:
+            return
+        state = self.state
+        if state == "unregister":
+            self.state = "register"
+            self.request(RegisterExecutor(self.member.certificate.name), now)
+        elif state == "register" or state == "report":
+            self.state = "idle"
+            self.claim_at = now
+        elif state == "claim":
+            self._claimed(answer, now)
+
+    def _claimed(self, answer: Answer, now: float) -> None:
+        self.state = "idle"
+        if not answer.applied:
+            if "not a registered executor" in answer.reason:
+                self.state = "register"
+                self.request(RegisterExecutor(self.member.certificate.name), now)
+                return
+            self.claim_at = now + self.world.timing.claim_idle_s
+            return
+        pid = answer.subject
+        maxexec = float(self.scenario.maxexectime_s)
+        stop_at = (answer.assigned_ms - GENESIS_MS) / 1000 + maxexec
+        if now >= stop_at or now >= self.lease_until:
+            self.claim_at = now  # too late to run it safely; the ledger re-queues it
+            return
+        rng = self.io.rng
+        duration = self.scenario.draw_duration(rng, answer.funcname)
+        self.run = self.world.run_started(pid, self.io.index, now)
+        self.run_fails = answer.funcname == "fail"
+        self.run_ends = now + duration
+        self.run_timed_out = self.run_ends > stop_at
+        if self.run_timed_out:
+            self.run_ends = stop_at
+        self.state = "running"
+
+
+@dataclass(slots=True)
+class Submission:
+    body: SubmitFunction | SubmitWorkflow
+    expect: str  # "ok" | "fail" | "mixed"
+
+
+@dataclass(slots=True)
+class SubmitterState:
+    """The submitter's durable progress: it resumes after a crash."""
+
+    queue: list[Submission] = field(default_factory=list)
+    next_index: int = 0
+
+
+class SubmitterActor(_Client):
+    """Submits the workload, one submission at a time, at a drawn pace."""
+
+    def __init__(self, io: NodeIO, world: ColonyWorld, state: SubmitterState, gap_s: float) -> None:
+        super().__init__(io, world)
+        self.state = state
+        self.gap_s = gap_s
+        self.due = 0.0
+
+    def start(self, now: float) -> None:
+        self.due = now
+
+    def next_deadline(self) -> float | None:
+        if self.pending is not None:
+            return self.pending.deadline
+        if self.state.next_index < len(self.state.queue):
+            return self.due
+        return None
+
+    def fire(self, now: float) -> None:
+        self.client_timer(now)
+        if (
+            self.pending is None
+            and now >= self.due
+            and self.state.next_index < len(self.state.queue)
+        ):
+            self.request(self.state.queue[self.state.next_index].body, now)
+
+    def deliver(self, src: int, msg: object, now: float) -> None:
+        answer = self.client_message(msg, now)
+        if answer is None:
+            return
+        sub = self.state.queue[self.state.next_index]
+        if answer.applied:
+            self.world.acked[answer.subject] = sub.expect
+            if isinstance(sub.body, SubmitWorkflow):
+                self.world.workflows_acked.append(answer.subject)
+            self.state.next_index += 1
+        # A refusal (e.g. the frame's replay was refused after a lost answer) is
+        # retried with a fresh frame: submissions are idempotent by spec id.
+        self.due = now + self.gap_s * self.io.rng.random() * 2
