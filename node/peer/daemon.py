@@ -43,9 +43,11 @@ from colonymesh.node.colonyfiles import (
 )
 from colonymesh.node.config import ExecutorSettings, NodeConfig
 from colonymesh.node.control import ControlServer, check_address
+from colonymesh.node.dht.driver import DhtService, DhtServiceConfig
 from colonymesh.node.errors import ColonymeshError, InputError
 from colonymesh.node.fsnet.control import fs_commands
 from colonymesh.node.fsnet.service import ChunkService
+from colonymesh.node.gossip.driver import GossipService, GossipServiceConfig
 from colonymesh.node.identity import read_key_file
 from colonymesh.node.peer.peer import Peer, PeerConfig
 
@@ -106,9 +108,15 @@ class Roles:
         self.server: LedgerServer | None = None
         self.executor: ExecutorService | None = None
         self.executor_error = ""
+        self.dht: DhtService | None = None
+        self.gossip: GossipService | None = None
 
     def status(self) -> dict[str, Any]:
         document: dict[str, Any] = {}
+        if self.dht is not None:
+            document["dht"] = {**self.dht.statistics(), "contacts": len(self.dht.routing_table())}
+        if self.gossip is not None:
+            document["gossip"] = self.gossip.statistics()
         if self.server is not None:
             raft = self.server.driver.status()
             document["ledger"] = {
@@ -163,6 +171,9 @@ async def run_node(config: NodeConfig, executor: ExecutorSettings | None = None)
                 )
                 commands.update(fs_commands(chunks))
                 control = ControlServer(config.control_address, commands)
+                # Every node joins the colony's DHT and gossip mesh.
+                state.dht = await duties.start(DhtService(peer, DhtServiceConfig()).run)
+                state.gossip = await duties.start(GossipService(peer, GossipServiceConfig()).run)
                 await top.start(control.serve)
                 top.start_soon(_watch_revocations, peer, folder)
                 if server_config is not None and roles.serves_ledger(peer, config.colony_settings):
@@ -299,18 +310,22 @@ def _commands(peer: Peer, config: NodeConfig, folder: Path, state: Roles) -> dic
         }
 
     async def peers(args: dict[str, Any]) -> dict[str, Any]:
-        listed = []
+        """Admitted peers, once each (two peers dialling each other may hold two connections)."""
+        listed: dict[str, dict[str, Any]] = {}
         for connection in peer.gatekeeper.admitted_connections():
+            known = listed.get(connection.remote_peer_id)
+            if known is not None:
+                known["connections"] += 1
+                continue
             certificate = peer.gatekeeper.certificate_of(connection)
-            listed.append(
-                {
-                    "peer_id": connection.remote_peer_id,
-                    "name": certificate.name if certificate else "",
-                    "roles": [r.value for r in certificate.roles] if certificate else [],
-                    "remote_addr": connection.remote_addr,
-                }
-            )
-        return {"peers": sorted(listed, key=lambda p: p["peer_id"])}
+            listed[connection.remote_peer_id] = {
+                "peer_id": connection.remote_peer_id,
+                "name": certificate.name if certificate else "",
+                "roles": [r.value for r in certificate.roles] if certificate else [],
+                "remote_addr": connection.remote_addr,
+                "connections": 1,
+            }
+        return {"peers": [listed[key] for key in sorted(listed)]}
 
     async def connect(args: dict[str, Any]) -> dict[str, Any]:
         address = args.get("address")

@@ -295,7 +295,8 @@ def test_revocation_learned_later_cuts_the_member(lab: Lab, pair: tuple[Node, No
         a.folder / "colony", [*existing, revoke(lab.owner, b_cert, now=int(time.time()))]
     )
     _wait_for("a cut b", lambda: a.status()["connected_peers"] == [], 15)
-    assert a.status()["gating"]["cut_later"]["revoked"] == 1
+    # Per connection: the DHT and gossip links may hold a second one to b.
+    assert a.status()["gating"]["cut_later"]["revoked"] >= 1
     _wait_for("b lost a", lambda: b.status()["connected_peers"] == [], 15)
 
 
