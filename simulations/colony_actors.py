@@ -123,6 +123,7 @@ class ColonyTiming:
     heartbeat_s: float = 0.4
     request_timeout_s: float = 1.0
     claim_idle_s: float = 0.5  # wait after "no waiting process"
+    redirect_pause_s: float = 0.05
 
 
 @dataclass(slots=True)
@@ -185,6 +186,7 @@ class ColonyWorld:
         self.executor_losses = 0
         self.closes = 0
         self.fails = 0
+        self.reports_refused = 0
         self.ledger_events = 0
         self.violation: str | None = None
         # The actors' own records.
@@ -221,6 +223,8 @@ class ColonyWorld:
                     self.closes += 1
                 else:
                     self.fails += 1
+            elif isinstance(ev, CommandRefused) and ev.kind in ("ledger.close", "ledger.fail"):
+                self.reports_refused += 1
             elif isinstance(ev, ProcessAssigned):
                 self.claims += 1
                 self.assignee[ev.process_id] = ev.executor
@@ -426,6 +430,7 @@ class _Request:
     seq: int
     deadline: float
     body: object
+    redirected: bool = False
 
 
 class _Client:
@@ -458,19 +463,20 @@ class _Client:
         req.deadline = now + self.world.timing.request_timeout_s
         self.io.send(self.leader, Proposal(req.frame, req.seq), len(req.frame))
 
-    def _retry(self, now: float, hint: int) -> None:
-        if 0 <= hint < self.world.servers_n:
-            self.leader = hint
-        else:
-            self.leader = self.io.rng.randrange(self.world.servers_n)
-        self._send(now)
+    def _redirected(self, now: float, hint: int) -> None:
+        """Go to the hinted leader after a short pause (stale hints must not ping-pong)."""
+        n = self.world.servers_n
+        self.leader = hint if 0 <= hint < n else (self.leader + 1) % n
+        if self.pending is not None:
+            self.pending.deadline = now + self.world.timing.redirect_pause_s
+            self.pending.redirected = True
 
     def client_message(self, msg: object, now: float) -> Answer | None:
         """Handle a server's message; returns the pending request's answer when it comes."""
         req = self.pending
         if isinstance(msg, Redirect):
             if req is not None and msg.seq == req.seq:
-                self._retry(now, msg.leader_hint)
+                self._redirected(now, msg.leader_hint)
             elif msg.leader_hint >= 0:
                 self.leader = msg.leader_hint
             return None
@@ -482,7 +488,10 @@ class _Client:
     def client_timer(self, now: float) -> None:
         req = self.pending
         if req is not None and now >= req.deadline:
-            self._retry(now, -1)
+            if not req.redirected:  # no answer: try the next server
+                self.leader = (self.leader + 1) % self.world.servers_n
+            req.redirected = False
+            self._send(now)
 
 
 class ExecutorActor(_Client):

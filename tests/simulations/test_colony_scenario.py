@@ -1,0 +1,103 @@
+"""The colony scenario: three zeros (lost, run twice, closed by a non-assignee) over seed sweeps."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from colonymesh.node.ledger.commands import Close
+from colonymesh.node.ledger.ledger import Ledger
+from colonymesh.node.ledger.model import Process, ProcessState
+from colonymesh.simulations import colony_scenario
+from colonymesh.simulations.colony_actors import Answer, ExecutorActor
+from colonymesh.simulations.colony_scenario import ColonyScenarioConfig, run
+from colonymesh.simulations.runner import deterministic_view, run_scenario, sweep
+
+SMALL = ColonyScenarioConfig(peers=8, processes_per_peer=10, safety_s=10.0, heal_bound_s=90.0)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_small_colony_sweep_keeps_the_three_zeros(seed: int) -> None:
+    outcome = run(seed, SMALL)
+    assert outcome.violation is None, (seed, outcome.violation, outcome.profile.describe())
+    f = outcome.figures
+    assert f["processes_submitted"] == 80
+    assert f["processes_succeeded"] + f["processes_failed"] >= 80
+    assert f["processes_succeeded"] > 0 and f["claims"] >= f["processes_succeeded"]
+
+
+def test_same_seed_gives_identical_json() -> None:
+    first = run_scenario("colony", 6, 3, duration=5.0, report_to=None)
+    second = run_scenario("colony", 6, 3, duration=5.0, report_to=None)
+    assert first["violations"] == 0, first["failures"]
+    assert json.dumps(deterministic_view(first), sort_keys=True) == json.dumps(
+        deterministic_view(second), sort_keys=True
+    )
+    assert first["processes_submitted"] == 120
+
+
+def _rogue_claimed(self: ExecutorActor, answer: Answer, now: float) -> None:
+    """An executor that, finding no work, tries to close a process assigned to another."""
+    if not answer.applied and "no waiting process" in answer.reason:
+        mine = self.member.keys.public_key
+        others = [p for p, k in self.world.assignee.items() if k != mine]
+        if others:
+            self.state = "report"
+            self.request(Close(others[0], "[]"), now)
+            return
+    _honest_claimed(self, answer, now)
+
+
+_honest_claimed = ExecutorActor._claimed
+
+
+def test_rogue_executor_is_refused_by_the_real_ledger(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ExecutorActor, "_claimed", _rogue_claimed)
+    outcome = run(1, SMALL)
+    assert outcome.violation is None, outcome.violation
+    assert outcome.figures["reports_refused"] > 0  # the rogue did try
+
+
+def test_non_assignee_close_through_a_broken_ledger_rule_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    original = Ledger._running_at
+
+    def running_anywhere(self: Ledger, process_id: str, author: bytes) -> Process:
+        process = self.processes.get(process_id)
+        if process is not None and process.state is ProcessState.RUNNING:
+            return process  # the broken rule: any executor may close a running process
+        return original(self, process_id, author)
+
+    monkeypatch.setattr(ExecutorActor, "_claimed", _rogue_claimed)
+    monkeypatch.setattr(Ledger, "_running_at", running_anywhere)
+    outcome = run(1, SMALL)
+    assert outcome.violation is not None
+    assert "closed by" in outcome.violation and "assigned to" in outcome.violation
+
+
+def test_executor_ignoring_maxexectime_is_caught_running_twice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An executor that never kills an overrunning process overlaps the ledger's re-queue."""
+    original_init = colony_scenario.Workload.__init__
+
+    def no_kill(self: Any, cfg: ColonyScenarioConfig) -> None:
+        original_init(self, cfg)
+        self.maxexectime_s = 1e9
+
+    monkeypatch.setattr(colony_scenario.Workload, "__init__", no_kill)
+    violations = [run(seed, SMALL).violation for seed in range(3)]
+    assert any(v is not None and "run twice concurrently" in v for v in violations), violations
+
+
+@pytest.mark.slow
+def test_fifty_peer_colony_sweep_runs_a_thousand_processes_per_seed() -> None:
+    summary = sweep("colony", 50, range(4), report_to=None)
+    assert summary["violations"] == 0, summary["failures"]
+    totals = summary["totals"]
+    assert totals["processes_submitted"] >= 4 * 1000
+    assert totals["processes_succeeded"] > 3 * 1000
+    assert totals["requeues"] > 0 and totals["leader_changes"] >= 4
