@@ -54,6 +54,7 @@ from colonymesh.simulations.colony_actors import (
 from colonymesh.simulations.engine import NodeIO, Simulator
 from colonymesh.simulations.faults import FaultInjector, FaultProfile
 from colonymesh.simulations.kv import KvWorkload
+from colonymesh.simulations.network import LinkSpec
 from colonymesh.simulations.raft_server import RaftCluster, RaftScenarioConfig
 from colonymesh.simulations.runner import ScenarioResult
 
@@ -92,7 +93,9 @@ class Workload:
     def draw_duration(self, rng: random.Random, funcname: str) -> float:
         if funcname == "slow":
             return self.spec_maxexectime_s * (1.2 + rng.random())
-        return 0.05 + 2.5 * rng.random() ** 2
+        if rng.random() < 0.15:  # long runs: an executor cut off mid-run must stop in time
+            return 2.0 + 5.0 * rng.random()
+        return 0.05 + 1.5 * rng.random() ** 2
 
 
 def _spec(funcname: str, cfg: ColonyScenarioConfig, **extra: Any) -> dict[str, Any]:
@@ -101,7 +104,10 @@ def _spec(funcname: str, cfg: ColonyScenarioConfig, **extra: Any) -> dict[str, A
         "funcname": funcname,
         "conditions": {"executortype": EXECUTOR_TYPE, **conditions},
         "maxexectime": cfg.maxexectime_s,
-        "maxretries": cfg.maxretries,
+        # A claim whose answer is lost leaves the process assigned and unrun
+        # until maxexectime re-queues it, spending a retry; only the processes
+        # meant to overrun have a retry limit, so the others cannot fail so.
+        "maxretries": cfg.maxretries if funcname == "slow" else -1,
         **extra,
     }
 
@@ -158,6 +164,8 @@ def run(seed: int, cfg: ColonyScenarioConfig) -> ColonyRun:
     profile = replace(FaultProfile.draw(rng), clock_drift=0.0, clock_offset_max_s=0.0)
     executor_crash_interval_s = (0.0, 0.5, 2.0, 5.0)[rng.randrange(4)]
     executor_restart_fraction = (0.5, 0.9, 1.0)[rng.randrange(3)]
+    executor_cut_interval_s = (0.0, 1.0, 3.0)[rng.randrange(3)]
+    executor_cut_mean_s = (1.0, 4.0, 10.0)[rng.randrange(3)]
     timing = ColonyTiming()
     world = ColonyWorld(rng.randbytes(32 * (cfg.peers + 1)), servers_n, executors_n, timing)
     workload = Workload(cfg)
@@ -229,11 +237,44 @@ def run(seed: int, cfg: ColonyScenarioConfig) -> ColonyRun:
     if executor_crash_interval_s > 0.0:
         sim.call_later(rng.expovariate(1.0 / executor_crash_interval_s), crash_executor)
 
+    executor_cuts = 0
+    cut_links: dict[tuple[int, int], LinkSpec] = sim.network.links
+
+    def cut_executor() -> None:
+        """Cut one executor off the servers (one or both ways) for a while."""
+        nonlocal executor_cuts
+        if not safety_active:
+            return
+        victim = executors[rng.randrange(len(executors))]
+        way = rng.randrange(3)  # 0: both ways, 1: it cannot send, 2: it cannot hear
+        pairs = [
+            pair
+            for server in range(servers_n)
+            for pair in ((victim, server), (server, victim))
+            if way == 0 or (pair[0] == victim) == (way == 1)
+        ]
+        dead = LinkSpec(delay_s=0.001, loss=1.0)
+        for pair in pairs:
+            cut_links[pair] = dead
+        executor_cuts += 1
+
+        def mend() -> None:
+            for pair in pairs:
+                if cut_links.get(pair) is dead:
+                    del cut_links[pair]
+
+        sim.call_later(rng.expovariate(1.0 / executor_cut_mean_s), mend)
+        sim.call_later(rng.expovariate(1.0 / executor_cut_interval_s), cut_executor)
+
+    if executor_cut_interval_s > 0.0:
+        sim.call_later(rng.expovariate(1.0 / executor_cut_interval_s), cut_executor)
+
     ok = sim.run_until(cfg.safety_s)
     heal_s: float | None = None
     if ok:
         safety_active = False
         injector.heal()
+        cut_links.clear()
         for i in executors:
             sim.restart(i)
         heal_s = _heal(sim, cfg, world, cluster, submitter_state)
@@ -255,6 +296,8 @@ def run(seed: int, cfg: ColonyScenarioConfig) -> ColonyRun:
         "executor_losses": world.executor_losses,
         "executor_crashes": executor_crashes,
         "executor_crash_interval_s": executor_crash_interval_s,
+        "executor_cuts": executor_cuts,
+        "executor_cut_interval_s": executor_cut_interval_s,
         "runs": world.runs_total,
         "runs_stopped_on_lease": world.runs_stopped,
         "runs_timed_out": world.runs_timed_out,

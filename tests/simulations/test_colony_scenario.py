@@ -93,6 +93,15 @@ def test_executor_ignoring_maxexectime_is_caught_running_twice(
     assert any(v is not None and "run twice concurrently" in v for v in violations), violations
 
 
+def test_executor_without_a_lease_is_caught_running_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An executor cut off from the leader that keeps running overlaps the re-queued run."""
+    original = colony_scenario.ColonyTiming
+    monkeypatch.setattr(colony_scenario, "ColonyTiming", lambda: original(lease_s=1e9))
+    cfg = ColonyScenarioConfig(peers=12, processes_per_peer=20, safety_s=30.0)
+    violation = run(6, cfg).violation  # a seed whose faults cut an executor off mid-run
+    assert violation is not None and "run twice concurrently" in violation, violation
+
+
 @pytest.mark.slow
 def test_fifty_peer_colony_sweep_runs_a_thousand_processes_per_seed() -> None:
     summary = sweep("colony", 50, range(4), report_to=None)
