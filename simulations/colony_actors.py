@@ -32,8 +32,9 @@ from the leader's clock, so the scenario assumes synchronised server clocks
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
 
 from colonymesh.consensus import NotLeader, ProposalDropped
 from colonymesh.consensus.types import Entry, EntryKind
@@ -317,10 +318,10 @@ class ColonyServer(RaftServer):
 
     @property
     def ledger(self) -> Ledger:
-        return self.kv.ledger if isinstance(self.kv, LedgerStore) else self._no_ledger()
-
-    def _no_ledger(self) -> Ledger:
-        raise RuntimeError("server state machine is not a ledger")
+        kv = self.kv
+        if not isinstance(kv, LedgerStore):
+            raise RuntimeError("server state machine is not a ledger")
+        return kv.ledger
 
     def next_deadline(self) -> float | None:
         d = super().next_deadline()
@@ -494,10 +495,18 @@ class _Client:
             self._send(now)
 
 
+class RunModel(Protocol):
+    """What an executor asks the scenario: when to kill a run, how long a run takes."""
+
+    maxexectime_s: float
+
+    def draw_duration(self, rng: random.Random, funcname: str) -> float: ...
+
+
 class ExecutorActor(_Client):
     """A simulated executor with one slot (see the module docs)."""
 
-    def __init__(self, io: NodeIO, world: ColonyWorld, scenario: Any) -> None:
+    def __init__(self, io: NodeIO, world: ColonyWorld, scenario: RunModel) -> None:
         super().__init__(io, world)
         self.scenario = scenario
         self.state = "boot"
@@ -507,6 +516,7 @@ class ExecutorActor(_Client):
         self.run_timed_out = False
         self.claim_at = 0.0
         self.lease_until = -1.0
+        self.acked_at = io.now
         self.heartbeat_due = 0.0
 
     def start(self, now: float) -> None:
@@ -525,8 +535,12 @@ class ExecutorActor(_Client):
         return min(times)
 
     def fire(self, now: float) -> None:
+        timing = self.world.timing
         if now >= self.heartbeat_due:
-            self.heartbeat_due = now + self.world.timing.heartbeat_s
+            if now - self.acked_at > 2 * timing.heartbeat_s:  # no answer: try the next server
+                self.leader = (self.leader + 1) % self.world.servers_n
+                self.acked_at = now
+            self.heartbeat_due = now + timing.heartbeat_s
             self.io.send(self.leader, Heartbeat(now))
         self.client_timer(now)
         if self.run is not None:
@@ -561,6 +575,7 @@ class ExecutorActor(_Client):
 
     def deliver(self, src: int, msg: object, now: float) -> None:
         if isinstance(msg, HeartbeatAck):
+            self.acked_at = now
             self.lease_until = max(self.lease_until, msg.sent_at + self.world.timing.lease_s)
             return
         answer = self.client_message(msg, now)

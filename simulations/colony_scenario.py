@@ -279,7 +279,7 @@ def run(seed: int, cfg: ColonyScenarioConfig) -> ColonyRun:
             sim.restart(i)
         heal_s = _heal(sim, cfg, world, cluster, submitter_state)
     if sim.violation is None and heal_s is not None:
-        _final_checks(sim, world, cluster, servers_n)
+        _final_checks(sim, world, cluster)
 
     states = list(world.final.values())
     figures: dict[str, Any] = {
@@ -376,7 +376,7 @@ def _heal(
     return None
 
 
-def _final_checks(sim: Simulator, world: ColonyWorld, cluster: RaftCluster, servers_n: int) -> None:
+def _final_checks(sim: Simulator, world: ColonyWorld, cluster: RaftCluster) -> None:
     """(1) No process lost: every acknowledged submission final, as the workload meant."""
     ledger = _leader_ledger(cluster)
     if ledger is None:
@@ -405,7 +405,6 @@ def _final_checks(sim: Simulator, world: ColonyWorld, cluster: RaftCluster, serv
                 f"expected {want.value}: {process.errors}"
             )
             return
-    del servers_n
 
 
 def scenario(seed: int, peers: int, duration: float | None) -> ScenarioResult:
