@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -76,6 +77,22 @@ def test_non_assignee_close_through_a_broken_ledger_rule_is_caught(
     outcome = run(1, SMALL)
     assert outcome.violation is not None
     assert "closed by" in outcome.violation and "assigned to" in outcome.violation
+
+
+def test_a_ledger_that_forgets_a_queued_process_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checker (1): a process the ledger never queues stays WAITING: it is lost."""
+    original = Ledger._make_ready
+    calls = [0]
+
+    def forgetful(self: Ledger, process: Process, command: Any, events: Any) -> None:
+        calls[0] += 1
+        if calls[0] % 97 == 0 and not process.workflow_id:
+            return  # the broken rule: acknowledged, never queued
+        original(self, process, command, events)
+
+    monkeypatch.setattr(Ledger, "_make_ready", forgetful)
+    violation = run(0, replace(SMALL, heal_bound_s=30.0)).violation
+    assert violation is not None and "not every acknowledged submission final" in violation
 
 
 def test_executor_ignoring_maxexectime_is_caught_running_twice(
