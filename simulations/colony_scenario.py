@@ -14,16 +14,19 @@ What it owns: :func:`run`, one seeded run of
 
 Phases: a **safety phase** (``safety_s``) where a drawn
 :class:`~colonymesh.simulations.faults.FaultProfile` plays on the servers
-(loss, duplication and delay hit every message) and executors crash; then a
-**heal phase**: faults off, every node restarted, until every acknowledged
-submission is final (bounded by ``heal_bound_s``).
+(crashes, torn writes, partitions, slow nodes; loss, duplication, reordering
+and delay hit every message), executors crash mid-process (drawn rate; some
+stay down), and executors are cut off the servers for a drawn while, both
+ways or one way; then a **heal phase**: faults off, every node restarted,
+until the leader holds every acknowledged submission final and every server
+has applied that far (bounded by ``heal_bound_s``).
 
 Checkers, after every step: the Raft safety checks of
 :mod:`~colonymesh.simulations.raft_checks`; (2) no process runs at two
 executors at once (the actors' run intervals in virtual time); (3) only the
 assignee closes or fails a process (from the applied events). At the end:
-(1) no process lost -- every acknowledged submission is final, SUCCESS
-unless the workload made it fail -- and every server applied the same log.
+(1) no process lost -- on every server, every acknowledged submission is
+final, SUCCESS unless the workload made it fail.
 
 Server clocks are virtual time (no drift or offset): the ledger's time is
 the leader's clock, and a server clock running ahead would re-queue running
@@ -43,15 +46,13 @@ from colonymesh.node.ledger.commands import SubmitFunction, SubmitWorkflow
 from colonymesh.node.ledger.ledger import Ledger
 from colonymesh.node.ledger.model import ProcessState
 from colonymesh.simulations.colony_actors import (
-    EXECUTOR_TYPE,
     ColonyServer,
-    ColonyTiming,
-    ColonyWorld,
     ExecutorActor,
     Submission,
     SubmitterActor,
     SubmitterState,
 )
+from colonymesh.simulations.colony_world import EXECUTOR_TYPE, ColonyTiming, ColonyWorld
 from colonymesh.simulations.engine import NodeIO, Simulator
 from colonymesh.simulations.faults import FaultInjector, FaultProfile
 from colonymesh.simulations.kv import KvWorkload

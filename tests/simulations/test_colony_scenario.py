@@ -12,8 +12,9 @@ from colonymesh.node.ledger.commands import Close
 from colonymesh.node.ledger.ledger import Ledger
 from colonymesh.node.ledger.model import Process, ProcessState
 from colonymesh.simulations import colony_scenario
-from colonymesh.simulations.colony_actors import Answer, ExecutorActor
+from colonymesh.simulations.colony_actors import ExecutorActor
 from colonymesh.simulations.colony_scenario import ColonyScenarioConfig, run
+from colonymesh.simulations.colony_world import Answer
 from colonymesh.simulations.runner import deterministic_view, run_scenario, sweep
 
 SMALL = ColonyScenarioConfig(peers=8, processes_per_peer=10, safety_s=10.0, heal_bound_s=90.0)
