@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import replace
 from typing import Any
@@ -75,9 +76,14 @@ def test_non_assignee_close_through_a_broken_ledger_rule_is_caught(
 
     monkeypatch.setattr(ExecutorActor, "_claimed", _rogue_claimed)
     monkeypatch.setattr(Ledger, "_running_at", running_anywhere)
-    outcome = run(1, SMALL)
-    assert outcome.violation is not None
-    assert "closed by" in outcome.violation and "assigned to" in outcome.violation
+    report = io.StringIO()
+    summary = run_scenario("colony", 8, 1, duration=10.0, report_to=report)
+    assert summary["violations"] == 1
+    violation = summary["failures"][0]["violation"]
+    assert "closed by" in violation and "assigned to" in violation
+    printed = report.getvalue()  # the seed, the fault profile and how to replay it
+    assert "seed=1" in printed and "fault profile: loss=" in printed
+    assert "replay: colonymesh simulate colony --peers 8 --seed 1 --duration 10" in printed
 
 
 def test_a_ledger_that_forgets_a_queued_process_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
