@@ -146,13 +146,21 @@ class RaftNode:
         if fresh and (conf.voters or conf.learners):
             entries = bootstrap_entries(conf)
             hs = HardState(Term(1), None, LogIndex(len(entries)))
+        last_entry_term = entries[-1].term if entries else Term(0)
+        if last_entry_term > hs.term:
+            # A crash between the log's fsync and the hard state's kept entries of a
+            # newer term but lost the record of that term. Any vote in that record
+            # was never sent (votes go out only after their hard state is durable,
+            # and storage never tears the last durable record), so taking the
+            # entries' term with no vote cannot make this node vote twice.
+            hs = HardState(last_entry_term, None, hs.commit)
         self.term: Term = hs.term
         self.voted_for: NodeId | None = hs.voted_for
         self._snapshot: Snapshot | None = snapshot
         snap_index = snapshot.meta.index if snapshot else LogIndex(0)
         snap_term = snapshot.meta.term if snapshot else Term(0)
         self.log = RaftLog(snap_index, snap_term, entries, hs.commit)
-        if handed_hs != hs:
+        if fresh and handed_hs != hs:
             self.log.unstable_from = LogIndex(1)  # the bootstrap entries are not durable yet
         # (index, conf) in log order; the first is the snapshot's (or empty) conf.
         self._confs = ConfHistory(snap_index, snapshot.meta.conf if snapshot else ConfState())
