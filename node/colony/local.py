@@ -93,7 +93,9 @@ class LocalColony:
             keys.public_key,
             name=name,
             roles=[role],
-            not_before=now - 60,
+            # Backdated as the CLI's `colony admit` does: the ledger's clock trails
+            # real time until the leader's first tick, and may start at genesis.
+            not_before=now - 300,
             not_after=now + 86400,
             serial=1000 + len(self.peers),
             executor_type=executor_type,
