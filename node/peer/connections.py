@@ -154,8 +154,9 @@ class ConnectionManager:
         self.on_connected: Callable[[Connection], None] | None = None
 
     def connection_to(self, peer_id: str) -> Connection | None:
+        """The admitted connection to ``peer_id`` that still takes new streams, if any."""
         for connection in self._gatekeeper.admitted_connections():
-            if connection.remote_peer_id == peer_id:
+            if connection.remote_peer_id == peer_id and not connection.going_away:
                 return connection
         return None
 

@@ -31,7 +31,12 @@ Invariants:
   is cut and counted as :attr:`RefusalCause.NO_CERTIFICATE`;
 * an admitted connection whose certificate is later revoked or expires is
   cut at the next sweep (every ``sweep_interval_s``, at once on
-  :meth:`Gatekeeper.wake`).
+  :meth:`Gatekeeper.wake`);
+* one connection per peer: when two peers dial each other at once, both
+  sides keep the connection dialled by the lower peer id (a rule both can
+  evaluate alone, so they never retire opposite ones) and retire the other:
+  GoAway at once (no new streams), closed when its streams are done or after
+  ``duplicate_grace_s``.
 
 The judging function is pure (``now`` is an argument); the
 :class:`Gatekeeper` is its trio driver and owns one sweeper task in the
@@ -119,6 +124,8 @@ class GatingConfig:
     sweep_interval_s: float = 0.5
     # Admitted peers at most; more are refused as OVER_CAPACITY.
     peers_max: int = 256
+    # How long a retired duplicate connection may finish its streams.
+    duplicate_grace_s: float = 10.0
 
 
 def _peek_presentation(frame: bytes) -> PresentCertificate:
@@ -225,6 +232,7 @@ class Gatekeeper:
         # Keys refused as revoked, so their next attempts stop at the handshake (bounded).
         self._revoked_keys: OrderedDict[bytes, float] = OrderedDict()
         self.streams_refused = 0
+        self.duplicates_retired = 0
         # Called with the admitted connection, its certificate and its revocations_seen.
         self.on_admitted: Callable[[Connection, Certificate, int], None] | None = None
         # How many revocations we hold, told in our presentation.
@@ -323,7 +331,47 @@ class Gatekeeper:
         if self.on_admitted is not None:
             seen = _peek_presentation(frame).revocations_seen
             self.on_admitted(connection, certificate, seen)
+        self._retire_duplicates(connection.remote_peer_id)
         return certificate
+
+    def _retire_duplicates(self, peer_id: str) -> None:
+        live = [
+            a
+            for a in self._admissions.values()
+            if a.certificate is not None
+            and a.connection.remote_peer_id == peer_id
+            and not a.connection.going_away
+        ]
+        if len(live) < 2 or self._host is None:
+            return
+        local = self._host.peer_id
+        lower = min(local, peer_id)
+
+        def dialled_by_lower(admission: _Admission) -> bool:
+            dialer = local if admission.connection.is_initiator else peer_id
+            return dialer == lower
+
+        keep = min(live, key=lambda a: (not dialled_by_lower(a), a.since))
+        for admission in live:
+            # Same-direction twins are left alone: the other side may have
+            # admitted them in another order, and only the direction rule is
+            # one both sides agree on.
+            if dialled_by_lower(admission) != dialled_by_lower(keep):
+                self.duplicates_retired += 1
+                log.info(
+                    "retiring duplicate connection %r (keeping %r)",
+                    admission.connection,
+                    keep.connection,
+                )
+                admission.connection.go_away()
+                if self._nursery is not None:
+                    self._nursery.start_soon(self._close_when_drained, admission.connection)
+
+    async def _close_when_drained(self, connection: Connection) -> None:
+        with trio.move_on_after(self.config.duplicate_grace_s):
+            while connection.open_streams and not connection.is_closed:
+                await trio.sleep(0.05)
+        await connection.aclose()
 
     def _refuse(self, admission: _Admission, cause: RefusalCause, message: str) -> None:
         if admission.refused is None:
@@ -519,6 +567,7 @@ class Gatekeeper:
         return {
             "admitted_total": self.admitted_total,
             "admitted_now": len(self.admitted_connections()),
+            "duplicates_retired": self.duplicates_retired,
             "refused": dict(self.refused),
             "cut_later": dict(self.cut_later),
             "streams_refused": self.streams_refused,

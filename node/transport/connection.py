@@ -117,6 +117,16 @@ class Connection:
     async def wait_closed(self) -> None:
         await self._closed.wait()
 
+    @property
+    def open_streams(self) -> int:
+        return len(self._streams)
+
+    def go_away(self) -> None:
+        """Tell the peer no new streams will be accepted; streams open now carry on."""
+        if not self.going_away:
+            self.mux.go_away(yamux.GoAwayCode.NORMAL)
+            self.wake_writer()
+
     def statistics(self) -> dict[str, int | str | bool]:
         return {
             "peer_id": self.remote_peer_id,

@@ -17,6 +17,7 @@ from colonymesh.node.peer.errors import (
     RequestTimeout,
 )
 from colonymesh.node.peer.framing import encode_frame
+from colonymesh.node.peer.gating import GatingConfig
 from colonymesh.node.peer.messaging import (
     REQUEST_PROTOCOL,
     SEND_PROTOCOL,
@@ -257,3 +258,33 @@ async def test_a_bad_answer_is_a_typed_error_and_costs_the_connection(
         with trio.fail_after(5):
             while a.connected_peers():
                 await trio.sleep(0.02)
+
+
+async def test_simultaneous_dials_leave_one_connection_both_sides_agree_on(
+    lab: ColonyFixture,
+) -> None:
+    fast = GatingConfig(presentation_timeout_s=1.0, sweep_interval_s=0.1, duplicate_grace_s=1.0)
+    a_config = member_config(lab, 0, gating=fast)
+    b_config = member_config(lab, 1, gating=fast)
+    async with Peer.open(a_config) as a, Peer.open(b_config) as b:
+        a.on("test.echo", _echo)
+        b.on("test.echo", _echo)
+        async with trio.open_nursery() as nursery:  # both dial at once
+            nursery.start_soon(a.connect, b.listen_addrs[0])
+            nursery.start_soon(b.connect, a.listen_addrs[0])
+        lower = min(a.peer_id, b.peer_id)
+        with trio.fail_after(5):
+            while len(a.host.connections_to(b.peer_id)) + len(b.host.connections_to(a.peer_id)) > 2:
+                await trio.sleep(0.02)
+        for me, other in ((a, b), (b, a)):
+            (kept,) = me.host.connections_to(other.peer_id)
+            dialer = me.peer_id if kept.is_initiator else other.peer_id
+            assert dialer == lower
+        retired = a.statistics()["gating"]["duplicates_retired"]
+        retired += b.statistics()["gating"]["duplicates_retired"]
+        assert retired >= 1
+        # Traffic flows both ways on the survivor, with no new dial.
+        dials = a.connections.counters["dials"] + b.connections.counters["dials"]
+        assert await a.request(b.peer_id, Echo("x"), timeout=5) == Echo("echo:x")
+        assert await b.request(a.peer_id, Echo("y"), timeout=5) == Echo("echo:y")
+        assert a.connections.counters["dials"] + b.connections.counters["dials"] == dials
