@@ -157,6 +157,127 @@ class Revoke:
     revocation: bytes = field(metadata=limit(RECORD_BYTES_MAX))
 
 
+@message("ledger.fs_add")
+@dataclass(frozen=True, slots=True)
+class AddFile:
+    """A new revision of file ``name`` under ``label`` (metadata only: the bytes are on peers).
+
+    ``addrs`` are where the author listens, a first provider for readers.
+    """
+
+    label: str = field(metadata=limit(1024))
+    name: str = field(metadata=limit(1024))
+    size: int
+    cid: str = field(metadata=limit(128))
+    addrs: tuple[str, ...] = field(default=(), metadata=limit(8))
+
+
+@message("ledger.fs_rm")
+@dataclass(frozen=True, slots=True)
+class RemoveFile:
+    label: str = field(metadata=limit(1024))
+    name: str = field(metadata=limit(1024))
+
+
+@message("ledger.fs_label_rm")
+@dataclass(frozen=True, slots=True)
+class RemoveLabel:
+    """Remove every file under ``label`` and the labels below it."""
+
+    label: str = field(metadata=limit(1024))
+
+
+@message("ledger.fs_snapshot")
+@dataclass(frozen=True, slots=True)
+class CreateSnapshot:
+    """Pin the latest revision of every file under ``label`` as snapshot ``name``."""
+
+    label: str = field(metadata=limit(1024))
+    name: str = field(metadata=limit(256))
+
+
+@message("ledger.fs_snapshot_rm")
+@dataclass(frozen=True, slots=True)
+class RemoveSnapshot:
+    snapshot: str = field(metadata=limit(256))  # its id or its name
+
+
+# --- crons and generators (rules in crons.py and generators.py) ----------------
+
+CRON_NAME_CHARS_MAX = 128
+GENERATOR_ARG_CHARS_MAX = 4096
+
+
+@message("ledger.add_cron")
+@dataclass(frozen=True, slots=True)
+class AddCron:
+    """Run a workflow on a schedule: a six-field cron expression or an interval (not both)."""
+
+    name: str = field(metadata=limit(CRON_NAME_CHARS_MAX))
+    workflow_json: str = field(metadata=limit(WORKFLOW_JSON_BYTES_MAX))
+    nonce: bytes = field(metadata=exact(NONCE_BYTES))
+    cron_expression: str = field(default="", metadata=limit(256))
+    interval_s: int = 0
+    wait_for_previous: bool = False
+
+
+@message("ledger.remove_cron")
+@dataclass(frozen=True, slots=True)
+class RemoveCron:
+    cron: str = field(metadata=limit(ID_CHARS_MAX))  # id or name
+
+
+@message("ledger.run_cron")
+@dataclass(frozen=True, slots=True)
+class RunCron:
+    """Its owner starts a run now, outside the schedule (which stays as it was)."""
+
+    cron: str = field(metadata=limit(ID_CHARS_MAX))
+
+
+@message("ledger.fire_cron")
+@dataclass(frozen=True, slots=True)
+class FireCron:
+    """A server (the leader) fires the cron's tick at ``due_ms``; applies once per tick."""
+
+    cron_id: str = field(metadata=limit(ID_CHARS_MAX))
+    due_ms: int
+
+
+@message("ledger.add_generator")
+@dataclass(frozen=True, slots=True)
+class AddGenerator:
+    """Batch packed arguments: run the workflow per ``trigger`` of them, or after ``timeout_s``."""
+
+    name: str = field(metadata=limit(CRON_NAME_CHARS_MAX))
+    workflow_json: str = field(metadata=limit(WORKFLOW_JSON_BYTES_MAX))
+    nonce: bytes = field(metadata=exact(NONCE_BYTES))
+    trigger: int = 1
+    timeout_s: int = 0
+
+
+@message("ledger.remove_generator")
+@dataclass(frozen=True, slots=True)
+class RemoveGenerator:
+    generator: str = field(metadata=limit(ID_CHARS_MAX))  # id or name
+
+
+@message("ledger.pack_generator")
+@dataclass(frozen=True, slots=True)
+class PackGenerator:
+    generator: str = field(metadata=limit(ID_CHARS_MAX))  # id or name
+    arg: str = field(metadata=limit(GENERATOR_ARG_CHARS_MAX))
+
+
+@message("ledger.fire_generator")
+@dataclass(frozen=True, slots=True)
+class FireGenerator:
+    """A server (the leader) submits the generator's run number ``run``; applies once."""
+
+    generator_id: str = field(metadata=limit(ID_CHARS_MAX))
+    run: int
+
+
 LedgerCommand = (
     SubmitFunction
     | SubmitWorkflow
@@ -174,4 +295,9 @@ LedgerCommand = (
     | ExecutorLost
     | Admit
     | Revoke
+    | AddFile
+    | RemoveFile
+    | RemoveLabel
+    | CreateSnapshot
+    | RemoveSnapshot
 )

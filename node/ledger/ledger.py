@@ -54,7 +54,7 @@ from colonymesh.node.envelope import (
     decode_frame,
 )
 from colonymesh.node.errors import CertificateError, WireError
-from colonymesh.node.ledger import matching
+from colonymesh.node.ledger import fsmeta, matching
 from colonymesh.node.ledger.commands import (
     AddChild,
     AddLog,
@@ -170,6 +170,7 @@ class Ledger:
         self._replay: dict[bytes, ReplayWindow] = {}
         self._revocations: dict[int, bytes] = {}  # serial -> record, for snapshots
         self._next_order = 0
+        self.fsmeta = fsmeta.FsMeta()  # labels, file revisions, snapshots (fsmeta.py)
         for certificate in certificates:
             self.membership.admit(certificate, genesis_ms / 1000)
         self._handlers: dict[type, Callable[[Any, CommandId, Events], str]] = {
@@ -190,6 +191,8 @@ class Ledger:
             Admit: self._admit,
             Revoke: self._revoke,
         }
+        for fs_command in fsmeta.FS_COMMANDS:
+            self._handlers[fs_command] = self._fs
 
     # --- the one entry point ------------------------------------------------
 
@@ -715,6 +718,15 @@ class Ledger:
             self._remove_executor(executor, "revoked", command, events)
         return str(revocation.serial)
 
+    # --- the meta-filesystem's metadata (rules in fsmeta.py) ----------------------
+
+    def _fs(self, body: fsmeta.FsCommand, command: CommandId, events: Events) -> str:
+        # Any admitted member (the author was authenticated above), as in ColonyOS.
+        try:
+            return fsmeta.apply_command(self.fsmeta, body, command.author, command.seq, self.now_ms)
+        except fsmeta.FsMetaRefused as refusal:
+            raise _Refused(refusal.reason) from None
+
     # --- snapshots (log compaction) ----------------------------------------------
 
     def snapshot(self) -> bytes:
@@ -731,6 +743,7 @@ class Ledger:
                 self.executors,
                 self.workflows,
                 self.processes,
+                fsmeta=self.fsmeta,
             )
         )
 
@@ -765,6 +778,7 @@ class Ledger:
         _refill(self.executors, state.executors)
         _refill(self.workflows, state.workflows)
         _refill(self.processes, state.processes)
+        self.fsmeta = state.fsmeta
         self._rebuild_indexes()
 
     def _rebuild_indexes(self) -> None:

@@ -21,7 +21,9 @@ What is stored and what is rebuilt:
 * stored: certificates (encoded records), revocations (the encoded records
   the ledger applied), per-author replay windows (so a replayed command is
   still refused after a restore), ``now_ms``, ``applied_index``, the
-  submission counter, function statistics, executors, workflows, processes;
+  submission counter, function statistics, executors, workflows, processes,
+  and the meta-filesystem's labels and snapshots (key ``fsmeta``, written
+  only when not empty, so colonies without files keep their bytes);
 * a process's spec is stored as the JSON text the ledger keeps
   (``Process.spec_json``: the submitter's text, or the normalised JSON of a
   workflow node) and parsed again on restore exactly as ``apply`` parsed it;
@@ -63,6 +65,7 @@ from colonymesh.node.certs import (
 )
 from colonymesh.node.envelope import ReplayWindow
 from colonymesh.node.errors import BadField, CertificateError, ColonymeshError, WireError
+from colonymesh.node.ledger.fsmeta import FsMeta, FsMetaRefused
 from colonymesh.node.ledger.model import (
     Executor,
     FunctionStats,
@@ -98,6 +101,7 @@ class LedgerState:
     executors: dict[bytes, Executor] = field(default_factory=dict)
     workflows: dict[str, Workflow] = field(default_factory=dict)
     processes: dict[str, Process] = field(default_factory=dict)
+    fsmeta: FsMeta = field(default_factory=FsMeta)
 
 
 # --- encoding -------------------------------------------------------------------
@@ -135,6 +139,8 @@ def encode_state(state: LedgerState) -> bytes:
         "workflows": _array(wire.encode(_encode_workflow(w)) for w in state.workflows.values()),
         "processes": _array(wire.encode(_encode_process(p)) for p in state.processes.values()),
     }
+    if state.fsmeta:  # optional: a colony without files keeps its snapshot bytes
+        fields["fsmeta"] = wire.encode(state.fsmeta.to_plain())
     keys = sorted((wire.encode(key), key) for key in fields)  # canonical: shorter keys first
     keys.sort(key=lambda pair: len(pair[0]))
     parts = [_head(_MAP, len(fields))]
@@ -259,6 +265,9 @@ _TOP_KEYS = frozenset(
     )
 )
 
+# Written only when not empty (see encode_state).
+_OPTIONAL_KEYS = frozenset(("fsmeta",))
+
 
 def decode_state(
     colony: Colony,
@@ -290,8 +299,8 @@ def _decode_state(
         raise SnapshotError(f"not a ledger snapshot (format {document.get('format')!r})")
     if document.get("version") != VERSION:
         raise SnapshotError(f"ledger snapshot version {document.get('version')!r} is not {VERSION}")
-    if set(document) != _TOP_KEYS:
-        odd = sorted(str(key) for key in set(document) ^ _TOP_KEYS)
+    if set(document) - _OPTIONAL_KEYS != _TOP_KEYS:
+        odd = sorted(str(key) for key in (set(document) - _OPTIONAL_KEYS) ^ _TOP_KEYS)
         raise SnapshotError(f"snapshot fields differ from version {VERSION}: {', '.join(odd)}")
     if document["colony_id"] != colony.colony_id:
         raise SnapshotError(
@@ -319,6 +328,11 @@ def _decode_state(
     state.processes = _keyed(
         document["processes"], "processes", lambda v, p: _process(v, p, specs), lambda p: p.id
     )
+    if "fsmeta" in document:
+        try:
+            state.fsmeta = FsMeta.from_plain(document["fsmeta"])
+        except FsMetaRefused as error:
+            raise SnapshotError(f"fsmeta: {error.reason}") from None
     _check_references(state)
     return state
 
