@@ -1,7 +1,9 @@
 """The colony ledger: the state machine Raft replicates among the server peers.
 
 Owns members and revocations, executors, registered functions, processes,
-workflows, their logs and attributes. One entry point, :meth:`Ledger.apply`,
+workflows, their logs and attributes; crons and generators keep their records
+and rules in ``crons.py`` and ``generators.py`` and start workflows through
+:meth:`Ledger.start_workflow`. One entry point, :meth:`Ledger.apply`,
 takes a committed Raft entry (one sealed envelope frame) and returns the
 events it caused; nothing else mutates the state.
 
@@ -54,7 +56,7 @@ from colonymesh.node.envelope import (
     decode_frame,
 )
 from colonymesh.node.errors import CertificateError, WireError
-from colonymesh.node.ledger import fsmeta, matching
+from colonymesh.node.ledger import crons, fsmeta, generators, matching
 from colonymesh.node.ledger.commands import (
     AddChild,
     AddLog,
@@ -100,9 +102,11 @@ from colonymesh.node.ledger.snapshot import (
     decode_state,
     encode_state,
 )
+from colonymesh.node.ledger.triggers import TriggerRefused
 from colonymesh.node.spec import (
     FunctionSpec,
     SpecError,
+    WorkflowSpec,
     parse_function_spec,
     parse_workflow_spec,
     spec_id,
@@ -171,6 +175,8 @@ class Ledger:
         self._revocations: dict[int, bytes] = {}  # serial -> record, for snapshots
         self._next_order = 0
         self.fsmeta = fsmeta.FsMeta()  # labels, file revisions, snapshots (fsmeta.py)
+        self.crons = crons.CronBook()  # workflows on a schedule (crons.py)
+        self.generators = generators.GeneratorBook()  # workflows per batch of args (generators.py)
         for certificate in certificates:
             self.membership.admit(certificate, genesis_ms / 1000)
         self._handlers: dict[type, Callable[[Any, CommandId, Events], str]] = {
@@ -193,6 +199,8 @@ class Ledger:
         }
         for fs_command in fsmeta.FS_COMMANDS:
             self._handlers[fs_command] = self._fs
+        for trigger_command in (*crons.CRON_COMMANDS, *generators.GENERATOR_COMMANDS):
+            self._handlers[trigger_command] = self._trigger
 
     # --- the one entry point ------------------------------------------------
 
@@ -326,16 +334,31 @@ class Ledger:
         except ValueError as error:
             raise _Refused(f"invalid workflow spec: not JSON ({error})") from None
         self._check_colony_name(workflow_spec.colonyname)
-        wid = workflow_id(workflow_spec, command.author, body.nonce)
+        return self.start_workflow(workflow_spec, command.author, body.nonce, [], command, events)
+
+    def start_workflow(
+        self,
+        workflow_spec: WorkflowSpec,
+        submitter: bytes,
+        nonce: bytes,
+        root_input: list[object],
+        command: CommandId,
+        events: Events,
+    ) -> str:
+        """Create a workflow's processes (idempotent by id); roots get ``root_input``.
+
+        Submissions, cron runs and generator runs all start workflows here.
+        """
+        wid = workflow_id(workflow_spec, submitter, nonce)
         if wid in self.workflows:
             return wid
-        workflow = Workflow(wid, command.author, self.now_ms)
+        workflow = Workflow(wid, submitter, self.now_ms)
         self.workflows[wid] = workflow
         by_name = workflow_spec.by_nodename()
-        ids = {name: spec_id(spec, command.author, body.nonce) for name, spec in by_name.items()}
+        ids = {name: spec_id(spec, submitter, nonce) for name, spec in by_name.items()}
         for name in workflow_spec.topological_order():
             spec = by_name[name]
-            process = self._new_process(ids[name], spec, spec.to_json(), command.author)
+            process = self._new_process(ids[name], spec, spec.to_json(), submitter)
             process.workflow_id = wid
             for parent_name in dict.fromkeys(spec.conditions.dependencies):
                 parent = self.processes[ids[parent_name]]
@@ -346,6 +369,7 @@ class Ledger:
         for process_id in workflow.process_ids:
             process = self.processes[process_id]
             if process.is_ready:
+                process.input = list(root_input)
                 self._make_ready(process, command, events)
         return wid
 
@@ -727,6 +751,21 @@ class Ledger:
         except fsmeta.FsMetaRefused as refusal:
             raise _Refused(refusal.reason) from None
 
+    # --- crons and generators (rules in crons.py, generators.py) ------------------
+
+    def _trigger(
+        self,
+        body: crons.CronCommand | generators.GeneratorCommand,
+        command: CommandId,
+        events: Events,
+    ) -> str:
+        try:
+            if isinstance(body, crons.CRON_COMMANDS):
+                return crons.apply_command(self.crons, self, body, command, events)
+            return generators.apply_command(self.generators, self, body, command, events)
+        except TriggerRefused as refusal:
+            raise _Refused(refusal.reason) from None
+
     # --- snapshots (log compaction) ----------------------------------------------
 
     def snapshot(self) -> bytes:
@@ -744,6 +783,8 @@ class Ledger:
                 self.workflows,
                 self.processes,
                 fsmeta=self.fsmeta,
+                crons=self.crons,
+                generators=self.generators,
             )
         )
 
@@ -779,6 +820,8 @@ class Ledger:
         _refill(self.workflows, state.workflows)
         _refill(self.processes, state.processes)
         self.fsmeta = state.fsmeta
+        self.crons = state.crons
+        self.generators = state.generators
         self._rebuild_indexes()
 
     def _rebuild_indexes(self) -> None:

@@ -23,7 +23,9 @@ What is stored and what is rebuilt:
   still refused after a restore), ``now_ms``, ``applied_index``, the
   submission counter, function statistics, executors, workflows, processes,
   and the meta-filesystem's labels and snapshots (key ``fsmeta``, written
-  only when not empty, so colonies without files keep their bytes);
+  only when not empty, so colonies without files keep their bytes), crons
+  and generators (keys ``crons`` and ``generators``, likewise optional;
+  their workflow specs are stored as their owners' text and parsed again);
 * a process's spec is stored as the JSON text the ledger keeps
   (``Process.spec_json``: the submitter's text, or the normalised JSON of a
   workflow node) and parsed again on restore exactly as ``apply`` parsed it;
@@ -65,7 +67,13 @@ from colonymesh.node.certs import (
 )
 from colonymesh.node.envelope import ReplayWindow
 from colonymesh.node.errors import BadField, CertificateError, ColonymeshError, WireError
+from colonymesh.node.ledger.crons import CronBook, decode_crons, encode_crons
 from colonymesh.node.ledger.fsmeta import FsMeta, FsMetaRefused
+from colonymesh.node.ledger.generators import (
+    GeneratorBook,
+    decode_generators,
+    encode_generators,
+)
 from colonymesh.node.ledger.model import (
     Executor,
     FunctionStats,
@@ -74,6 +82,7 @@ from colonymesh.node.ledger.model import (
     TimingStats,
     Workflow,
 )
+from colonymesh.node.ledger.triggers import RecordError
 from colonymesh.node.spec import FunctionSpec, SpecError, parse_function_spec
 
 FORMAT = "colonymesh.ledger"
@@ -102,6 +111,8 @@ class LedgerState:
     workflows: dict[str, Workflow] = field(default_factory=dict)
     processes: dict[str, Process] = field(default_factory=dict)
     fsmeta: FsMeta = field(default_factory=FsMeta)
+    crons: CronBook = field(default_factory=CronBook)
+    generators: GeneratorBook = field(default_factory=GeneratorBook)
 
 
 # --- encoding -------------------------------------------------------------------
@@ -141,6 +152,10 @@ def encode_state(state: LedgerState) -> bytes:
     }
     if state.fsmeta:  # optional: a colony without files keeps its snapshot bytes
         fields["fsmeta"] = wire.encode(state.fsmeta.to_plain())
+    if state.crons:  # optional too (crons.py)
+        fields["crons"] = wire.encode(encode_crons(state.crons))
+    if state.generators:  # optional too (generators.py)
+        fields["generators"] = wire.encode(encode_generators(state.generators))
     keys = sorted((wire.encode(key), key) for key in fields)  # canonical: shorter keys first
     keys.sort(key=lambda pair: len(pair[0]))
     parts = [_head(_MAP, len(fields))]
@@ -266,7 +281,7 @@ _TOP_KEYS = frozenset(
 )
 
 # Written only when not empty (see encode_state).
-_OPTIONAL_KEYS = frozenset(("fsmeta",))
+_OPTIONAL_KEYS = frozenset(("fsmeta", "crons", "generators"))
 
 
 def decode_state(
@@ -333,6 +348,13 @@ def _decode_state(
             state.fsmeta = FsMeta.from_plain(document["fsmeta"])
         except FsMetaRefused as error:
             raise SnapshotError(f"fsmeta: {error.reason}") from None
+    try:
+        if "crons" in document:
+            state.crons = decode_crons(document["crons"], colony.name)
+        if "generators" in document:
+            state.generators = decode_generators(document["generators"], colony.name)
+    except RecordError as error:
+        raise SnapshotError(str(error)) from None
     _check_references(state)
     return state
 
