@@ -89,12 +89,13 @@ def _with_dht(args: argparse.Namespace, operation: Callable[[DhtService], Awaita
         membership=load_membership(profile.directory),
         certificate=profile.certificate,
         bootstrap=profile.bootstrap,
+        listen=(),  # a client: answers come back on its own connections
     )
 
     async def main() -> Any:
         async with Peer.open(config) as peer, trio.open_nursery() as nursery:
             dht: DhtService = await nursery.start(
-                DhtService(peer, DhtServiceConfig(self_lookup_first_s=3600.0)).run
+                DhtService(peer, DhtServiceConfig(self_lookup_first_s=3600.0, client=True)).run
             )
             with trio.move_on_after(JOIN_TIMEOUT_S):
                 await dht.wait_joined()

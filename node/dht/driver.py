@@ -102,6 +102,9 @@ class DhtServiceConfig:
     self_lookup_first_s: float = 2.0
     self_lookup_max_s: float = 600.0
     seed: int | None = None
+    # Client mode (libp2p kad's "client"): look things up, never be routed through.
+    # The Hello names no address, so remote tables never take this peer in.
+    client: bool = False
 
 
 @dataclass(slots=True)
@@ -179,7 +182,9 @@ class DhtService:
             PROTOCOL_ID,
             codec.FRAME_BYTES_MAX,
             self._on_frame,
-            opening=lambda: codec.encode(codec.Hello(self.core.self_info.addrs)),
+            opening=lambda: codec.encode(
+                codec.Hello(() if cfg.client else self.core.self_info.addrs)
+            ),
             queue_max=cfg.queue_max,
             connect_timeout_s=cfg.connect_timeout_s,
             idle_s=cfg.idle_stream_s,
@@ -238,7 +243,11 @@ class DhtService:
     def _take(self, item: tuple[PeerInfo, Message] | None) -> None:
         if item is not None:
             sender, msg = item
-            self._carry_out(self.core.handle_message(sender, msg, trio.current_time()))
+            # A sender without listen addresses is a client (see DhtServiceConfig.client).
+            routable = bool(sender.addrs)
+            self._carry_out(
+                self.core.handle_message(sender, msg, trio.current_time(), routable=routable)
+            )
 
     def _wake(self) -> None:
         with suppress(trio.WouldBlock):  # a full inbox: the loop is awake anyway

@@ -22,7 +22,9 @@ is looked at before `validate_message` passed; a malformed message yields a
 
 Contract for the driver: deliver every `SendMessage`; call `handle_message` for
 every DHT message received, with the sender's `PeerInfo` as the authenticated
-transport knows it; call `tick(now)` no later than `next_deadline()`. `now` never
+transport knows it, and `routable=False` when the sender is a client (it
+announced no listen address: answer it, never put it in the table, so
+short-lived CLI peers do not linger in routing tables); call `tick(now)` no later than `next_deadline()`. `now` never
 goes backwards.
 """
 
@@ -193,7 +195,9 @@ class DhtNode:
 
     # --- inputs -------------------------------------------------------------------
 
-    def handle_message(self, from_peer: PeerInfo, msg: Message, now: float) -> list[Output]:
+    def handle_message(
+        self, from_peer: PeerInfo, msg: Message, now: float, *, routable: bool = True
+    ) -> list[Output]:
         try:
             validate_peer(from_peer, self.config.wire)
             validate_message(msg, self.config.wire)
@@ -204,7 +208,8 @@ class DhtNode:
         if from_peer.public_key == self.self_info.public_key:
             return []
         out: list[Output] = []
-        self._observe(from_peer, now, out)
+        if routable:
+            self._observe(from_peer, now, out)
         match msg:
             case Ping() | FindNode() | GetValue() | PutValue() | AddProvider() | GetProviders():
                 out.extend(

@@ -137,3 +137,32 @@ async def test_bad_frames_and_foreign_records_are_refused_and_the_peer_survives(
         await a.dht.put_value(b"k", b"real")
         record_b = await b.dht.get_value(b"k")
         assert record_b is not None and record_b.value == b"real"
+
+
+async def test_a_client_peer_looks_things_up_but_never_enters_a_routing_table() -> None:
+    lab = make_colony()
+    async with cluster(3, lab) as nodes:
+        await wait_for(lambda: all(len(n.dht.core.table) >= 2 for n in nodes), 15, "tables")
+        await nodes[0].dht.put_value(b"seen-by-clients", b"v")
+        member = lab.admit("cli", (Role.EXECUTOR,))
+        bootstrap = f"{nodes[0].peer.listen_addrs[0]}/p2p/{nodes[0].peer.peer_id}"
+        config = PeerConfig(
+            keys=member.keys,
+            membership=Membership(lab.colony),
+            certificate=member.certificate,
+            bootstrap=(bootstrap,),
+            listen=(),
+            clock=clock,
+            seed=99,
+        )
+        async with Peer.open(config) as client, trio.open_nursery() as nursery:
+            service = DhtService(client, DhtServiceConfig(client=True, seed=99))
+            dht = await nursery.start(service.run)
+            await dht.wait_joined()
+            record = await dht.get_value(b"seen-by-clients")
+            assert record is not None and record.value == b"v"
+            assert await dht.find_peer(nodes[2].peer.config.keys.public_key) is not None
+            assert len(dht.core.table) >= 1  # the client routes through the servers
+            for node in nodes:  # ...and none of them routes through the client
+                assert client.config.keys.public_key not in node.dht.core.table
+            nursery.cancel_scope.cancel()
