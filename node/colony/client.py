@@ -38,6 +38,8 @@ from colonymesh.node.colony.protocol import (
     GetProcess,
     GetStatus,
     GetWorkflow,
+    Heartbeat,
+    HeartbeatAck,
     ListProcesses,
     Propose,
     Proposed,
@@ -289,6 +291,47 @@ class ColonyClient:
         view = await self.query(GetStatus())
         result: dict[str, Any] = json.loads(view.json)
         return result
+
+    async def heartbeat(self, timeout_s: float) -> HeartbeatAck | None:
+        """One heartbeat to the leader (following hints); its ack, or None if none came.
+
+        Only a leader's ack counts (``ack.leader``): the executor's lease
+        (``worker.py``) is renewed by nothing else. Bounded by ``timeout_s``
+        overall, so a silent leader costs one lease check, not the client's
+        command timeout.
+        """
+        deadline = trio.current_time() + timeout_s
+        candidates = self._candidates()
+        while candidates and trio.current_time() < deadline:
+            server = candidates.pop(0)
+            try:
+                with trio.fail_at(deadline):
+                    await self._reach(server, deadline)
+                answer = await self.peer.request(
+                    server, Heartbeat(), timeout=max(0.01, deadline - trio.current_time())
+                )
+            except (ColonymeshError, trio.TooSlowError):
+                if self._leader == server:
+                    self._leader = None
+                continue
+            if not isinstance(answer, HeartbeatAck):
+                continue
+            if answer.leader:
+                self._leader = server
+                return answer
+            hint = answer.leader_hint
+            if hint and hint != server:
+                self._learn_leader(hint, answer.leader_addrs)
+                candidates = [hint, *(c for c in candidates if c != hint)]
+        return None
+
+    def _learn_leader(self, hint: str, addresses: Sequence[str]) -> None:
+        """Believe ``hint`` leads; remember it (and where it listens) if new to us."""
+        self._leader = hint
+        if hint not in self.servers:
+            self.servers.append(hint)
+        for address in addresses:
+            self.peer.add_address(hint, address)
 
     async def wait_work(self, executor_type: str, wait_s: float) -> bool:
         return (await self.query(WaitWork(executor_type, wait_s), wait_s=wait_s)).found

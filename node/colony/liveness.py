@@ -12,6 +12,12 @@ refused and registers again (:mod:`colonymesh.node.colony.worker`).
 
 Every new term starts the clocks afresh, so a new leader never declares an
 executor lost on the silence it observed before it led.
+
+Executors also send heartbeats (``colony.heartbeat``) that only the leader
+acknowledges; each counts as seen here (:meth:`ExecutorLiveness.heard`). The
+executor holds a lease renewed by those acknowledgements and stops its runs
+when it lapses, strictly before this leader may declare it lost: the timing
+argument is in :mod:`colonymesh.node.colony.worker`.
 """
 
 from __future__ import annotations
@@ -77,6 +83,16 @@ class ExecutorLiveness:
                 silent_s = trio.current_time() - self._last_seen.get(key, now)
                 if key in self.ledger.executors and silent_s > self.stale_s:
                     await self._declare_lost(key, silent_s)
+
+    def heard(self, key: bytes) -> None:
+        """An executor's heartbeat reached this leader: it was alive now.
+
+        Recorded on receipt, which is after the executor sent it; the
+        executor's lease counts from the sending, so it always lapses before
+        this server's ``stale_s`` after the receipt (``worker.py``).
+        """
+        if self.driver.status().role is Role.LEADER:
+            self._last_seen[key] = trio.current_time()
 
     async def _probe(self, key: bytes, timeout_s: float) -> None:
         try:

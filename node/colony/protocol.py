@@ -80,6 +80,21 @@ class WaitWork:
     wait_s: float = 5.0
 
 
+@message("colony.fs_query")
+@dataclass(frozen=True, slots=True)
+class FsQuery:
+    """A read of the meta-filesystem's metadata (``colonymesh.node.colony.fsviews``).
+
+    ``op``: ``ls`` (files under ``label``), ``revisions`` (of file ``name``
+    under ``label``), ``labels`` (under ``label``), ``snapshots``,
+    ``snapshot`` (``name`` is its id or name), ``refs`` (every CID kept).
+    """
+
+    op: str = field(metadata=limit(16))
+    label: str = field(default="", metadata=limit(1024))
+    name: str = field(default="", metadata=limit(1024))
+
+
 @message("colony.view")
 @dataclass(frozen=True, slots=True)
 class View:
@@ -87,3 +102,28 @@ class View:
 
     found: bool
     json: str = field(default="", metadata=limit(VIEW_BYTES_MAX))
+
+
+@message("colony.heartbeat")
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """An executor renewing its liveness lease with the leader (see ``worker.py``)."""
+
+
+@message("colony.heartbeat_ack")
+@dataclass(frozen=True, slots=True)
+class HeartbeatAck:
+    """The leader heard the heartbeat (``leader``), or where the leader is.
+
+    A leader tells its timing so the executor can keep its lease strictly
+    inside it: ``stale_s`` (it declares an executor silent this long lost; 0:
+    never) and ``election_timeout_s`` (bounds how long a deposed leader may
+    still answer after a new one was elected).
+    """
+
+    leader: bool
+    term: int = 0
+    stale_s: float = 0.0
+    election_timeout_s: float = 0.0
+    leader_hint: str = field(default="", metadata=limit(256))
+    leader_addrs: tuple[str, ...] = field(default=(), metadata=limit(8))

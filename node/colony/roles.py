@@ -59,7 +59,6 @@ GENESIS_BYTES_MAX = 1024 * 1024
 # Kinds whose executors live elsewhere in colonymesh and are not wired into
 # ``executor run`` yet (they need their own configuration): a clear refusal.
 PLANNED_KINDS = {
-    "process": "colonymesh.executors.process",
     "slurm": "colonymesh.executors.slurm.runtime",
     "kubernetes": "colonymesh.executors.kubernetes",
 }
@@ -216,8 +215,8 @@ async def find_servers(
     )
 
 
-def load_functions(reference: str) -> PythonFunctions:
-    """The :class:`PythonFunctions` registry at ``MODULE:ATTR``."""
+def _load_attribute(reference: str) -> tuple[str, str, object]:
+    """The object at ``MODULE:ATTR`` (module name, attribute name, object)."""
     module_name, _, attribute = reference.partition(":")
     if not module_name or not attribute:
         raise RoleError(
@@ -234,7 +233,12 @@ def load_functions(reference: str) -> PythonFunctions:
             f"--functions {reference!r}: importing {module_name} failed: "
             f"{type(error).__name__}: {error}"
         ) from None
-    registry = getattr(module, attribute, None)
+    return module_name, attribute, getattr(module, attribute, None)
+
+
+def load_functions(reference: str) -> PythonFunctions:
+    """The :class:`PythonFunctions` registry at ``MODULE:ATTR``."""
+    module_name, attribute, registry = _load_attribute(reference)
     if not isinstance(registry, PythonFunctions):
         raise RoleError(
             f"--functions {reference!r}: {module_name}.{attribute} is "
@@ -251,12 +255,32 @@ def executor_kind(kind: str, functions: str) -> ExecutorKind:
         if not functions:
             raise RoleError("a python executor needs --functions MODULE:ATTR")
         return load_functions(functions)
+    if kind == "process":
+        if not functions:
+            raise RoleError("a process executor needs --functions MODULE:ATTR (a ProcessConfig)")
+        return load_process_kind(functions)
     if kind in PLANNED_KINDS:
         raise RoleError(
             f"executor kind {kind!r} is not available from `executor run` yet "
             f"({PLANNED_KINDS[kind]} is not wired in); use --kind python"
         )
-    raise RoleError(f"unknown executor kind {kind!r}; expected python")
+    raise RoleError(f"unknown executor kind {kind!r}; expected python or process")
+
+
+def load_process_kind(reference: str) -> ExecutorKind:
+    """Local processes as configured by the :class:`ProcessConfig` at ``MODULE:ATTR``."""
+    from colonymesh.executors.process import ProcessConfig, ProcessExecutor
+
+    module_name, attribute, config = _load_attribute(reference)
+    if not isinstance(config, ProcessConfig):
+        raise RoleError(
+            f"--functions {reference!r}: {module_name}.{attribute} is "
+            f"{type(config).__name__}, not a colonymesh.executors.process.ProcessConfig"
+        )
+    try:
+        return ProcessExecutor(config)
+    except ValueError as error:
+        raise RoleError(f"--functions {reference!r}: {error}") from None
 
 
 __all__ = [

@@ -13,6 +13,8 @@ the request handlers members use:
   ``wait_final_s`` turns a read into a long-poll that answers as soon as the
   process is final here.
 * ``colony.wait_work``: an executor's long-poll for claimable work.
+* ``colony.heartbeat``: an executor renews its liveness lease; only the
+  leader acknowledges (and counts the executor as seen, see ``liveness.py``).
 
 While leader, the server seals a :class:`~colonymesh.node.ledger.commands.Tick`
 with its clock every ``tick_interval_s``: time enters the ledger only so.
@@ -38,12 +40,14 @@ from colonymesh.consensus import NotLeader, ProposalDropped, RaftConfig, Role
 from colonymesh.consensus.storage import LogStore
 from colonymesh.consensus.types import Entry, NodeId
 from colonymesh.node.certs import Certificate
-from colonymesh.node.colony import views
+from colonymesh.node.colony import fsviews, views
 from colonymesh.node.colony.liveness import ExecutorLiveness
 from colonymesh.node.colony.protocol import (
     FRAME_BYTES_MAX,
+    FsQuery,
     GetProcess,
     GetWorkflow,
+    HeartbeatAck,
     ListProcesses,
     Proposed,
     View,
@@ -157,6 +161,8 @@ class LedgerServer:
             ("colony.list_processes", self._list_processes),
             ("colony.status", self._status),
             ("colony.wait_work", self._wait_work),
+            ("colony.fs_query", self._fs_query),
+            ("colony.heartbeat", self._heartbeat),
         ):
             peer.on(kind, handler)
 
@@ -312,6 +318,27 @@ class LedgerServer:
             "this": self.peer.peer_id,
         }
         return View(True, json.dumps(views.status_view(self.ledger, raft)))
+
+    async def _heartbeat(self, incoming: Incoming) -> HeartbeatAck:
+        """Renew an executor's lease: only the leader acknowledges, and notes it as seen."""
+        status = self.driver.status()
+        if status.role is not Role.LEADER:
+            hint = status.leader or ""
+            addresses = tuple(self.peer.connections.addresses.addresses(hint)[:8]) if hint else ()
+            return HeartbeatAck(False, status.term, leader_hint=hint, leader_addrs=addresses)
+        self.liveness.heard(incoming.envelope.sender)
+        return HeartbeatAck(
+            True,
+            status.term,
+            stale_s=self.config.executor_stale_s,
+            election_timeout_s=self.config.raft.election_timeout_s,
+            leader_hint=self.peer.peer_id,
+        )
+
+    async def _fs_query(self, incoming: Incoming) -> View:
+        body: FsQuery = incoming.body
+        document = fsviews.answer(self.ledger.fsmeta, body.op, body.label, body.name)
+        return View(document is not None, json.dumps(document) if document is not None else "")
 
     async def _wait_work(self, incoming: Incoming) -> View:
         body: WaitWork = incoming.body

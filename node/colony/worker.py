@@ -25,6 +25,45 @@ then adopts processes the ledger assigns to this executor that it is not
 running. A close or fail whose delivery is in doubt is re-sent until the
 colony answers; a refusal because the process is no longer running is
 success when the ledger shows our own outcome (the first delivery applied).
+
+Liveness lease: a run may go on only while the executor holds a lease from
+the current leader. A heartbeat task sends ``colony.heartbeat`` every
+quarter lease; only a leader acknowledges one, and counts the executor as
+seen on receipt. An ack renews the lease until *the heartbeat's sending time*
+plus the lease ``L``; when the lease lapses, every running process is
+cancelled at once (a local process's whole group is killed by its kind) and
+no slot claims or starts a run until an ack renews it. Processes so stopped
+stay assigned here; once the lease is back they are adopted again (re-run
+here) unless the leader has re-queued them meanwhile.
+
+Why the leader cannot hand a process to another executor while it runs
+here (all times on local monotonic clocks; only durations are compared, so
+no clock needs to be synchronised, only to tick at nearly the same rate):
+
+* Let ``s`` be the sending time of the last heartbeat a leader acknowledged.
+  The lease lapses at ``s + L``. That leader received it at ``r >= s`` and
+  set its last-seen time to ``r``, so it declares the executor lost (which
+  re-queues its processes) no earlier than ``r + stale_s >= s + stale_s``.
+* A new leader, elected at ``e``, starts its silence clocks afresh at the
+  first liveness round of its term (after ``e``), so it declares no earlier
+  than ``e + stale_s``. A deposed leader may acknowledge until it notices
+  (check-quorum: within ``2 * election_timeout_s`` of ``e``), so
+  ``s <= e + 2 * election_timeout_s``.
+* Hence the lease lapses at most at ``e + 2 * election_timeout_s + L``, and
+  ``L <= (stale_s - 2 * election_timeout_s) / 2`` leaves the other half of
+  the remaining time for stopping the run (the kind's kill grace; SIGKILL
+  of a process group is immediate) and for clock rate drift (1e-3 of
+  seconds is negligible against it). A maxexectime re-queue is separate:
+  the ledger adds its own grace to that deadline.
+
+The leader tells ``stale_s`` and ``election_timeout_s`` in every ack, and
+the lease used is ``min(lease_s, (stale_s - 2 * election_timeout_s) / 2)``
+(``lease_s`` defaults to 2 s; with the default ``executor_stale_s`` of 10 s
+and a 0.5 s election timeout it stays 2 s). This is the rule the colony
+simulation (``simulations/colony_actors.py``) checks, with the same
+2 s lease against a 5 s stale timeout. A python function running in a thread
+cannot be killed: its task is abandoned (the thread finishes on its own), so
+only async python functions and process-backed kinds stop for real.
 """
 
 from __future__ import annotations
@@ -38,12 +77,14 @@ from typing import Any
 import trio
 
 from colonymesh.executors.base import ExecutorKind, ProcessFailed
+from colonymesh.node.colony import fssync
 from colonymesh.node.colony.client import (
     LOST_ANSWER,
     ColonyClient,
     ColonyUnavailable,
     CommandRefused,
 )
+from colonymesh.node.colony.protocol import HeartbeatAck
 from colonymesh.node.errors import ColonymeshError
 from colonymesh.node.ledger.commands import (
     AddChild,
@@ -62,6 +103,8 @@ log = logging.getLogger("colonymesh.node.executor")
 REPORT_RETRY_S = 0.5
 RECONCILE_S = 10.0  # how often to look for processes assigned here that no slot runs
 RECENT_MAX = 1024
+LEASE_S = 2.0  # default liveness lease (see the module docs for the bound)
+HEARTBEAT_MIN_S = 0.05
 
 
 class ExecutorConfigError(ColonymeshError):
@@ -77,6 +120,9 @@ class WorkerStatistics:
     stopped: int = 0
     adopted: int = 0  # claims whose answer was lost, run after reading the ledger
     reports_resent: int = 0  # closes/fails sent again while their delivery was in doubt
+    lease_lapses: int = 0  # times the liveness lease lapsed
+    lease_stops: int = 0  # runs cancelled because the lease lapsed
+    heartbeats_acked: int = 0
 
 
 class _Context:
@@ -87,6 +133,8 @@ class _Context:
         self._process_id = process_id
         self._spec = spec
         self._input = inputs
+        self.fs_root = ""  # where the spec's fs directives synced (fssync.py), if any
+        self.fs_mount = ""
 
     @property
     def process_id(self) -> str:
@@ -121,10 +169,13 @@ class ExecutorService:
         name: str,
         concurrency: int = 1,
         wait_s: float = 10.0,
+        lease_s: float = LEASE_S,
     ) -> None:
         certificate = client.peer.certificate
         if certificate is None:
             raise ExecutorConfigError("an executor needs its membership certificate")
+        if not lease_s > 0:
+            raise ExecutorConfigError(f"lease_s must be positive, not {lease_s}")
         self.client = client
         self.kind = kind
         self.name = name
@@ -136,11 +187,20 @@ class ExecutorService:
         self._taken: set[str] = set()  # claimed or adopted by a slot, not yet reported
         self._recent: dict[str, None] = {}  # processes reported lately (ordered, bounded)
         self.reconcile_s = RECONCILE_S
+        self.fs: fssync.FsSync | None = None  # carries out specs' fs directives, when set
+        self.lease_s = lease_s  # as configured; the lease used may be shorter (lease_used_s)
+        self.lease_used_s = lease_s
+        self._lease_until = -float("inf")  # trio clock
+        self._lease_back = trio.Event()  # set when a lapsed lease is renewed
+        self._stopped_by_lapse: set[str] = set()
+        self._readopt = 0  # processes stopped by a lapse, to adopt again with the lease back
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await self._register()
         try:
             async with trio.open_nursery() as nursery:
+                await nursery.start(self._keep_lease)
+                nursery.start_soon(self._guard_lease)
                 for _ in range(self.concurrency):
                     nursery.start_soon(self._slot)
                 nursery.start_soon(self._reconcile)
@@ -172,8 +232,89 @@ class ExecutorService:
         for funcname, description in sorted(self.kind.functions().items()):
             await self.client.run(RegisterFunction(funcname, description))
 
+    # --- the liveness lease (see the module docs) -----------------------------
+
+    def holds_lease(self) -> bool:
+        return trio.current_time() < self._lease_until
+
+    def lease_remaining_s(self) -> float:
+        return max(0.0, self._lease_until - trio.current_time())
+
+    def _lease_for(self, ack: HeartbeatAck) -> float:
+        if ack.stale_s <= 0:  # the leader never declares executors lost
+            return self.lease_s
+        bound = (ack.stale_s - 2 * ack.election_timeout_s) / 2
+        if bound <= 0 and self.lease_used_s > 0:
+            log.error(
+                "executor %s: the leader's executor_stale_s (%g s) is too short for a safe "
+                "lease with its election timeout (%g s): not running anything",
+                self.name,
+                ack.stale_s,
+                ack.election_timeout_s,
+            )
+        return max(0.0, min(self.lease_s, bound))
+
+    async def _keep_lease(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Heartbeat the leader every quarter lease; each ack renews the lease from its sending."""
+        started = False
+        while True:
+            interval = max(HEARTBEAT_MIN_S, self.lease_used_s / 4)
+            sent = trio.current_time()
+            ack = await self.client.heartbeat(timeout_s=max(interval, self.lease_used_s / 2))
+            if ack is not None:
+                self.stats.heartbeats_acked += 1
+                self.lease_used_s = self._lease_for(ack)
+                self._renew(sent + self.lease_used_s)
+            if not started:
+                started = True
+                task_status.started()
+            await trio.sleep_until(sent + max(HEARTBEAT_MIN_S, self.lease_used_s / 4))
+
+    def _renew(self, until: float) -> None:
+        lapsed = not self.holds_lease()
+        self._lease_until = max(self._lease_until, until)
+        if lapsed and self.holds_lease():
+            self._lease_back.set()
+            self._lease_back = trio.Event()
+
+    async def _guard_lease(self) -> None:
+        """Cancel every run the moment the lease lapses."""
+        while True:
+            if not self.holds_lease():
+                await self._lease_back.wait()
+                continue
+            until = self._lease_until
+            await trio.sleep_until(until)
+            if self._lease_until > until:
+                continue  # renewed meanwhile
+            self.stats.lease_lapses += 1
+            if self.running:
+                log.warning(
+                    "executor %s: no leader acknowledged a heartbeat for %.2f s: lease lapsed, "
+                    "stopping %d runs",
+                    self.name,
+                    self.lease_used_s,
+                    len(self.running),
+                )
+            for process_id, scope in sorted(self.running.items()):
+                self._stopped_by_lapse.add(process_id)
+                self.stats.lease_stops += 1
+                self._readopt += 1
+                scope.cancel()
+
+    async def _wait_lease(self) -> None:
+        while not self.holds_lease():
+            await self._lease_back.wait()
+
     async def _slot(self) -> None:
         while True:
+            await self._wait_lease()
+            if self._readopt > 0:
+                self._readopt -= 1
+                await self._adopt()  # a run the lapse stopped, unless it was re-queued
+                continue
             try:
                 answer = await self.client.propose(Claim())
             except ColonyUnavailable as error:
@@ -247,9 +388,13 @@ class ExecutorService:
             await self._execute_taken(process_id, view or await self._view(process_id))
         finally:
             self._taken.discard(process_id)
-            self._recent[process_id] = None
-            while len(self._recent) > RECENT_MAX:
-                del self._recent[next(iter(self._recent))]
+            if process_id in self._stopped_by_lapse:
+                # Not reported: adopt it again once the lease is back.
+                self._stopped_by_lapse.discard(process_id)
+            else:
+                self._recent[process_id] = None
+                while len(self._recent) > RECENT_MAX:
+                    del self._recent[next(iter(self._recent))]
 
     async def _view(self, process_id: str) -> dict[str, Any] | None:
         """The process as the colony has it, waiting out a failover; None if not visible."""
@@ -271,6 +416,12 @@ class ExecutorService:
         if view["state"] != "running" or view["executor"] != self.client.peer.peer_id:
             log.info("executor %s: %s is no longer ours (%s)", self.name, process_id, view["state"])
             return
+        if not self.holds_lease():
+            # The leader may give it away before we could stop it: leave it for
+            # adoption once the lease is back (or for the leader to re-queue).
+            self._stopped_by_lapse.add(process_id)
+            self._readopt += 1
+            return
         spec = parse_function_spec(view["spec"])
         context = _Context(self.client, process_id, spec, view["input"])
         outcome: object = None
@@ -282,7 +433,7 @@ class ExecutorService:
                 limit = spec.maxexectime if spec.maxexectime > 0 else float("inf")
                 with trio.move_on_after(limit) as timer:
                     try:
-                        outcome = await self.kind.run(context)
+                        outcome = await self._run_kind(context)
                     except ProcessFailed as failure:
                         outcome = failure
                     except Exception as error:  # a bug in a kind must not take the executor down
@@ -296,6 +447,30 @@ class ExecutorService:
             self.stats.stopped += 1
             return
         await self._report(process_id, outcome)
+
+    async def _run_kind(self, context: _Context) -> list[Any]:
+        """Run the kind, between the spec's fs sync directives if it has any (``fssync.py``)."""
+        spec = context.spec
+        if not fssync.has_directives(spec):
+            return await self.kind.run(context)
+        if self.fs is None:
+            raise ProcessFailed("spec has fs directives; this executor has no meta-filesystem")
+        try:
+            state = await self.fs.before(context.process_id, spec)
+        except fssync.SyncFailed as error:
+            raise ProcessFailed(f"fs sync before the run: {error}") from None
+        context.fs_root, context.fs_mount = str(self.fs.root), str(state.mount)
+        succeeded = False
+        try:
+            output = await self.kind.run(context)
+            succeeded = True
+        finally:
+            try:
+                await self.fs.after(state, succeeded=succeeded)
+            except fssync.SyncFailed as error:
+                if succeeded:  # outputs that did not reach the colony fail the process
+                    raise ProcessFailed(f"fs sync after the run: {error}") from None
+        return output
 
     async def _report(self, process_id: str, outcome: object) -> None:
         if isinstance(outcome, ProcessFailed):
