@@ -46,7 +46,11 @@ class Node:
     peer_port: int
     client_port: int
     prefix: tuple[str, ...] = ()
+    client_host: str = ""  # where clients reach it; defaults to ``host``
     process: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        self.client_host = self.client_host or self.host
 
     def start(self) -> None:
         log = (self.folder / "stderr.log").open("ab")
@@ -98,6 +102,7 @@ class KvCluster:
         ports: Sequence[tuple[int, int]],
         *,
         prefixes: Sequence[tuple[str, ...]] | None = None,
+        client_hosts: Sequence[str] | None = None,
         election_timeout_s: float = 0.3,
         heartbeat_interval_s: float = 0.05,
     ) -> None:
@@ -124,21 +129,18 @@ class KvCluster:
             (folder / "member.cert").write_bytes(encode_record(certificate))
             (folder / COLONY_FILE).write_bytes(encode_record(colony))
             prefix = prefixes[i] if prefixes is not None else ()
+            client_host = client_hosts[i] if client_hosts is not None else host
+            peer_id = peer_id_of(keys[i].public_key)
             node = Node(
-                f"kv{i}",
-                folder,
-                peer_id_of(keys[i].public_key),
-                host,
-                peer_port,
-                client_port,
-                prefix,
+                f"kv{i}", folder, peer_id, host, peer_port, client_port, prefix, client_host
             )
             self.nodes.append(node)
         peers = {n.peer_id: f"/ip4/{n.host}/tcp/{n.peer_port}" for n in self.nodes}
         for n in self.nodes:
             settings = {
                 "listen": f"/ip4/{n.host}/tcp/{n.peer_port}",
-                "client_host": n.host,
+                # A separate client address (a management link) means: listen on all.
+                "client_host": n.host if n.client_host == n.host else "0.0.0.0",
                 "client_port": n.client_port,
                 "peers": peers,
                 "election_timeout_s": election_timeout_s,
@@ -163,7 +165,7 @@ class KvCluster:
 async def request(node: Node, body: dict[str, Any], timeout_s: float) -> dict[str, Any]:
     """One request on a fresh connection (the nodes are on loopback: cheap)."""
     with trio.fail_after(timeout_s):
-        stream = await trio.open_tcp_stream(node.host, node.client_port)
+        stream = await trio.open_tcp_stream(node.client_host, node.client_port)
         async with stream:
             await stream.send_all(json.dumps(body).encode() + b"\n")
             buffer = b""
@@ -181,7 +183,7 @@ async def request(node: Node, body: dict[str, Any], timeout_s: float) -> dict[st
 async def ask(node: Node, body: dict[str, Any], timeout_s: float = 2.0) -> dict[str, Any] | None:
     try:
         return await request(node, body, timeout_s)
-    except (OSError, trio.TooSlowError, ConnectionError, trio.BrokenResourceError):
+    except (OSError, ValueError, trio.TooSlowError, trio.BrokenResourceError):
         return None
 
 
