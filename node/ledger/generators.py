@@ -34,6 +34,8 @@ from typing import Any
 
 from colonymesh.node.certs import Role
 from colonymesh.node.ledger.commands import (
+    SPEC_JSON_BYTES_MAX,
+    WORKFLOW_JSON_BYTES_MAX,
     AddGenerator,
     FireGenerator,
     PackGenerator,
@@ -221,7 +223,20 @@ def with_root_args(workflow: WorkflowSpec, args: list[str]) -> WorkflowSpec:
         spec if spec.conditions.dependencies else dataclasses.replace(spec, args=tuple(args))
         for spec in workflow.functionspecs
     )
-    return parse_workflow_spec(dataclasses.replace(workflow, functionspecs=specs).to_json_obj())
+    # No larger than a member could have submitted (the ledger keeps and
+    # snapshots every process's spec text).
+    for index, spec in enumerate(specs):
+        size = len(spec.to_json().encode())
+        if size > SPEC_JSON_BYTES_MAX:
+            raise SpecError(
+                f"functionspecs[{index}].args",
+                f"the batch makes the spec {size} bytes, over {SPEC_JSON_BYTES_MAX}",
+            )
+    result = parse_workflow_spec(dataclasses.replace(workflow, functionspecs=specs).to_json_obj())
+    size = len(result.to_json().encode())
+    if size > WORKFLOW_JSON_BYTES_MAX:
+        raise SpecError("functionspecs", f"the batch makes the workflow {size} bytes")
+    return result
 
 
 # --- views and snapshots ---------------------------------------------------------
