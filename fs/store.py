@@ -353,6 +353,23 @@ class ChunkStore:
             self._save_pins(pins)
             return True
 
+    def replace_pins(self, prefix: str, pins: dict[str, Sequence[Cid]]) -> None:
+        """Make ``pins`` exactly the pins whose label starts with ``prefix``, in one durable write.
+
+        For an owner of a family of pins (e.g. the labels and snapshots that the
+        ledger says must be kept): stale ones go, new ones come, others stay.
+        """
+        if not prefix or any(not label.startswith(prefix) for label in pins):
+            raise StoreError(f"every label must start with the non-empty prefix {prefix!r}")
+        for label in pins:
+            if len(label.encode("utf-8")) > LABEL_BYTES_MAX:
+                raise StoreError("pin label must be 1..1024 bytes of UTF-8")
+        with self._lock:
+            kept = {k: v for k, v in self._pins.items() if not k.startswith(prefix)}
+            new = {label: tuple(roots) for label, roots in pins.items()}
+            if {**kept, **new} != self._pins:
+                self._save_pins({**kept, **new})
+
     def pins(self) -> dict[str, tuple[Cid, ...]]:
         with self._lock:
             return dict(self._pins)

@@ -23,6 +23,7 @@ import trio
 
 from colonymesh.executors.base import ExecutorKind
 from colonymesh.executors.python import PythonFunctions
+from colonymesh.fs.store import ChunkStore
 from colonymesh.node.certs import (
     Capabilities,
     Certificate,
@@ -33,12 +34,16 @@ from colonymesh.node.certs import (
     issue_certificate,
 )
 from colonymesh.node.colony.client import ColonyClient
+from colonymesh.node.colony.files import ColonyFiles
+from colonymesh.node.colony.fssync import FsSync
 from colonymesh.node.colony.server import LedgerServer, ServerConfig
 from colonymesh.node.colony.worker import ExecutorService
+from colonymesh.node.fsnet.service import ChunkService
 from colonymesh.node.identity import KeyPair
 from colonymesh.node.peer.peer import Peer, PeerConfig
 
 log = logging.getLogger("colonymesh.node.colony")
+FS_CAPACITY_BYTES = 2 * 2**30  # each member's chunk store (unpinned blocks are evicted first)
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,8 @@ class LocalColony:
     servers: list[LedgerServer] = field(default_factory=list)
     executors: list[ExecutorService] = field(default_factory=list)
     peers: list[Peer] = field(default_factory=list)
+    # The submitter's labelled files (its own chunk store); every executor has its own too.
+    files: ColonyFiles | None = None
 
     def leader(self) -> LedgerServer | None:
         return next((s for s in self.servers if s.is_leader), None)
@@ -176,15 +183,25 @@ async def open_local_colony(config: LocalColonyConfig) -> AsyncIterator[LocalCol
                 await nursery.start(server.run)
                 local.servers.append(server)
             await local.client.admit_self()
+            local.files = _files(local.client, config.state_dir / "chunks" / "submitter")
             executor_members = zip(
                 members[config.servers : -1], peers[config.servers : -1], kinds, strict=True
             )
             for (name, _, _), peer, kind in executor_members:
                 client = ColonyClient(peer, server_ids)
                 service = ExecutorService(client, kind, name=name, concurrency=config.concurrency)
+                service.fs = FsSync(
+                    _files(client, config.state_dir / "chunks" / name),
+                    config.state_dir / "fs" / name,
+                )
                 await nursery.start(service.run)
                 local.executors.append(service)
             try:
                 yield local
             finally:
                 nursery.cancel_scope.cancel()
+
+
+def _files(client: ColonyClient, store_dir: Path) -> ColonyFiles:
+    """A member's labelled files over a chunk store of its own, served to its peers."""
+    return ColonyFiles(client, ChunkService(client.peer, ChunkStore(store_dir, FS_CAPACITY_BYTES)))

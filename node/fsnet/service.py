@@ -106,8 +106,14 @@ class ChunkService:
 
     # --- fetch and get --------------------------------------------------------------
 
-    async def fetch(self, roots: Sequence[Cid], *, walk: bool = True) -> FetchResult:
-        """Make every block under `roots` local (only the roots if not `walk`)."""
+    async def fetch(
+        self, roots: Sequence[Cid], *, walk: bool = True, providers: Providers | None = None
+    ) -> FetchResult:
+        """Make every block under `roots` local (only the roots if not `walk`).
+
+        `providers` replaces the service's lookup for this fetch (e.g. one that
+        also asks the peers a label's revision names).
+        """
         session = self.config.session
         if not walk:
             session = SessionConfig(
@@ -120,7 +126,7 @@ class ChunkService:
         fetch = Fetch(
             self.peer,
             self.store,
-            self.providers,
+            providers or self.providers,
             roots,
             session,
             random.Random(self._rng.getrandbits(64)),
@@ -128,17 +134,25 @@ class ChunkService:
         )
         return await fetch.run()
 
-    async def get(self, cid: Cid, dest: str | os.PathLike[str]) -> GetResult:
-        """Fetch `cid` (pinning it) and write it to `dest`, which must not exist."""
+    async def get(
+        self,
+        cid: Cid,
+        dest: str | os.PathLike[str],
+        *,
+        providers: Providers | None = None,
+        pin: bool = True,
+    ) -> GetResult:
+        """Fetch `cid` (pinning it unless not `pin`) and write it to `dest`, which must not exist."""
         target = Path(dest)
         if target.exists() or target.is_symlink():
             raise InputError(f"{target}: already exists")
         refetched = 0
         for _ in range(_GET_ATTEMPTS):
-            fetched = await self.fetch([cid])
+            fetched = await self.fetch([cid], providers=providers)
             if not fetched.ok:
                 raise FetchFailed(f"{cid}: {fetched.error}")
-            await trio.to_thread.run_sync(self.store.pin, PIN_PREFIX + cid.encode(), [cid])
+            if pin:
+                await trio.to_thread.run_sync(self.store.pin, PIN_PREFIX + cid.encode(), [cid])
             try:
                 await trio.to_thread.run_sync(export_path, self.store.get, cid, target)
             except CorruptChunkError as error:
