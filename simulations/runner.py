@@ -42,6 +42,25 @@ def register_scenario(name: str, fn: ScenarioFn) -> None:
     _SCENARIOS[name] = fn
 
 
+# Progress of a long run, (done, total) in the scenario's own units (virtual
+# seconds): scenarios call report_progress between chunks of simulation; the
+# CLI's --progress installs a listener. Never part of the results.
+ProgressFn = Callable[[float, float], None]
+_progress: list[ProgressFn] = []
+
+
+def set_progress(fn: ProgressFn | None) -> None:
+    """Install (or with None remove) the listener of :func:`report_progress`."""
+    _progress.clear()
+    if fn is not None:
+        _progress.append(fn)
+
+
+def report_progress(done: float, total: float) -> None:
+    for fn in _progress:
+        fn(done, total)
+
+
 def scenario_names() -> list[str]:
     _load_builtin()
     return sorted(_SCENARIOS)
@@ -56,6 +75,10 @@ def _load_builtin() -> None:
         from colonymesh.simulations.colony_scenario import scenario as colony_scenario
 
         _SCENARIOS["colony"] = colony_scenario
+    if "fs" not in _SCENARIOS:
+        from colonymesh.simulations.fs_scenario import scenario as fs_scenario
+
+        _SCENARIOS["fs"] = fs_scenario
 
 
 def _lookup(name: str) -> ScenarioFn:
