@@ -109,6 +109,63 @@ class ColonySession:
     async def status(self) -> dict[str, Any]:
         return await self.client.status()
 
+    # crons and generators, in ColonyOS's words (the ledger fires them; see crons.py)
+
+    async def add_cron(
+        self,
+        name: str,
+        workflow: dict[str, Any] | str,
+        *,
+        cron: str = "",
+        interval_s: int = 0,
+        wait_for_previous: bool = False,
+    ) -> str:
+        """Run ``workflow`` on a six-field cron expression (with seconds) or every ``interval_s``."""
+        return await self.client.add_cron(
+            name,
+            workflow,
+            cron_expression=cron,
+            interval_s=interval_s,
+            wait_for_previous=wait_for_previous,
+        )
+
+    async def crons(self) -> list[dict[str, Any]]:
+        return await self.client.crons()
+
+    async def cron(self, cron: str) -> dict[str, Any]:
+        """One cron by id or name."""
+        found = await self.client.crons(cron)
+        if not found:
+            raise ColonymeshError(f"no cron {cron}")
+        return found[0]
+
+    async def run_cron(self, cron: str) -> str:
+        return await self.client.run_cron(cron)
+
+    async def remove_cron(self, cron: str) -> None:
+        await self.client.remove_cron(cron)
+
+    async def add_generator(
+        self, name: str, workflow: dict[str, Any] | str, *, trigger: int, timeout_s: int = 0
+    ) -> str:
+        """Run ``workflow`` per ``trigger`` packed args (or after ``timeout_s``) as its roots' args."""
+        return await self.client.add_generator(name, workflow, trigger=trigger, timeout_s=timeout_s)
+
+    async def pack_generator(self, generator: str, arg: str) -> None:
+        await self.client.pack_generator(generator, arg)
+
+    async def generators(self) -> list[dict[str, Any]]:
+        return await self.client.generators()
+
+    async def generator(self, generator: str) -> dict[str, Any]:
+        found = await self.client.generators(generator)
+        if not found:
+            raise ColonymeshError(f"no generator {generator}")
+        return found[0]
+
+    async def remove_generator(self, generator: str) -> None:
+        await self.client.remove_generator(generator)
+
     async def serve(self, kind: ExecutorKind, *, name: str, concurrency: int = 1) -> None:
         """Run this member as an executor of ``kind`` until cancelled."""
         await ExecutorService(self.client, kind, name=name, concurrency=concurrency).run()
@@ -235,6 +292,25 @@ class SyncColony:
 
     def status(self) -> dict[str, Any]:
         return self._call(lambda s: s.status())
+
+    def add_cron(self, name: str, workflow: dict[str, Any] | str, **schedule: Any) -> str:
+        return self._call(lambda s: s.add_cron(name, workflow, **schedule))
+
+    def crons(self) -> list[dict[str, Any]]:
+        return self._call(lambda s: s.crons())
+
+    def add_generator(
+        self, name: str, workflow: dict[str, Any] | str, *, trigger: int, timeout_s: int = 0
+    ) -> str:
+        return self._call(
+            lambda s: s.add_generator(name, workflow, trigger=trigger, timeout_s=timeout_s)
+        )
+
+    def pack_generator(self, generator: str, arg: str) -> None:
+        self._call(lambda s: s.pack_generator(generator, arg))
+
+    def generators(self) -> list[dict[str, Any]]:
+        return self._call(lambda s: s.generators())
 
 
 def connect_sync(**options: Any) -> SyncColony:

@@ -19,7 +19,9 @@ from collections.abc import Sequence
 
 from colonymesh import __version__
 from colonymesh.node.cli import colony, demo, dev, dht, fs, keys, node, simulate, work
+from colonymesh.node.cli import cron as cron_cli
 from colonymesh.node.cli import executor as executor_cli
+from colonymesh.node.cli import generator as generator_cli
 from colonymesh.node.errors import ColonymeshError
 
 EXIT_ERROR = 1
@@ -42,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     fs.register(commands)
     dev.register(commands)
     work.register(commands)
+    cron_cli.register(commands)
+    generator_cli.register(commands)
     simulate.register(commands)
     executor_cli.register(commands)
     node.register(commands)

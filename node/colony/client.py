@@ -46,14 +46,21 @@ from colonymesh.node.colony.protocol import (
     View,
     WaitWork,
 )
+from colonymesh.node.colony.scheduler import ListCrons, ListGenerators
 from colonymesh.node.envelope import EnvelopeSealer
 from colonymesh.node.errors import ColonymeshError
 from colonymesh.node.identity import Signer
 from colonymesh.node.ledger.commands import (
     AddChild,
+    AddCron,
+    AddGenerator,
     Admit,
+    PackGenerator,
     RegisterExecutor,
     RegisterFunction,
+    RemoveCron,
+    RemoveGenerator,
+    RunCron,
     SetAttribute,
     SubmitFunction,
     SubmitWorkflow,
@@ -73,6 +80,8 @@ IDEMPOTENT = (
     RegisterExecutor,
     RegisterFunction,
     SetAttribute,
+    AddCron,
+    AddGenerator,
 )
 # How the ledger refuses a frame whose sequence number it already applied
 # (colonymesh.node.envelope.ReplayWindow): the frame was applied before.
@@ -335,3 +344,50 @@ class ColonyClient:
 
     async def wait_work(self, executor_type: str, wait_s: float) -> bool:
         return (await self.query(WaitWork(executor_type, wait_s), wait_s=wait_s)).found
+
+    # --- crons and generators (node/ledger/crons.py, generators.py) -------------
+
+    async def add_cron(
+        self,
+        name: str,
+        workflow: dict[str, Any] | str,
+        *,
+        cron_expression: str = "",
+        interval_s: int = 0,
+        wait_for_previous: bool = False,
+    ) -> str:
+        """Add a cron (a six-field expression with seconds, or an interval); its id."""
+        text = workflow if isinstance(workflow, str) else json.dumps(workflow)
+        body = AddCron(name, text, os.urandom(16), cron_expression, interval_s, wait_for_previous)
+        return await self.run(body)
+
+    async def remove_cron(self, cron: str) -> str:
+        """Remove a cron by id or name (only its owner may)."""
+        return await self.run(RemoveCron(cron))
+
+    async def run_cron(self, cron: str) -> str:
+        """Start a run of the cron now (its schedule stays); the new workflow's id."""
+        return await self.run(RunCron(cron))
+
+    async def crons(self, cron: str = "") -> list[dict[str, Any]]:
+        """Every cron's view, or the one named (id or name); [] if there is none such."""
+        view = await self.query(ListCrons(cron))
+        return list(json.loads(view.json)) if view.found else []
+
+    async def add_generator(
+        self, name: str, workflow: dict[str, Any] | str, *, trigger: int, timeout_s: int = 0
+    ) -> str:
+        """Add a generator: a run per ``trigger`` packed args, or after ``timeout_s``; its id."""
+        text = workflow if isinstance(workflow, str) else json.dumps(workflow)
+        return await self.run(AddGenerator(name, text, os.urandom(16), trigger, timeout_s))
+
+    async def pack_generator(self, generator: str, arg: str) -> str:
+        """Append one argument to a generator (by id or name); the generator's id."""
+        return await self.run(PackGenerator(generator, arg))
+
+    async def remove_generator(self, generator: str) -> str:
+        return await self.run(RemoveGenerator(generator))
+
+    async def generators(self, generator: str = "") -> list[dict[str, Any]]:
+        view = await self.query(ListGenerators(generator))
+        return list(json.loads(view.json)) if view.found else []

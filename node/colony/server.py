@@ -18,6 +18,8 @@ the request handlers members use:
 
 While leader, the server seals a :class:`~colonymesh.node.ledger.commands.Tick`
 with its clock every ``tick_interval_s``: time enters the ledger only so.
+Its :class:`~colonymesh.node.colony.scheduler.TriggerScheduler` fires due
+crons and generators through the log while it leads (``scheduler.py``).
 
 Every replica builds the same genesis ledger: the colony, the genesis time and
 the founding certificates, all from the colony's configuration.
@@ -53,6 +55,7 @@ from colonymesh.node.colony.protocol import (
     View,
     WaitWork,
 )
+from colonymesh.node.colony.scheduler import TriggerScheduler
 from colonymesh.node.envelope import EnvelopeSealer, decode_frame
 from colonymesh.node.errors import ColonymeshError
 from colonymesh.node.identity import Signer
@@ -153,6 +156,14 @@ class LedgerServer:
             self.propose_frame,
             config.executor_stale_s,
         )
+        self.triggers = TriggerScheduler(  # crons and generators (scheduler.py)
+            peer,
+            self.ledger,
+            lambda: self.machine.changed,
+            lambda: self.is_leader,
+            self._sealer,
+            self.propose_frame,
+        )
         self.hopeless_claims = 0
         for kind, handler in (
             ("colony.propose", self._propose),
@@ -174,6 +185,7 @@ class LedgerServer:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.driver.run)
                 nursery.start_soon(self._tick_while_leader)
+                nursery.start_soon(self.triggers.run)
                 if self.config.executor_stale_s > 0:
                     nursery.start_soon(self.liveness.run)
                 task_status.started()

@@ -1,0 +1,100 @@
+"""Crons and generators on a local colony: the leader fires them through Raft, each tick once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from colonymesh.executors.python import PythonFunctions
+from colonymesh.node.colony.client import ColonyClient
+from colonymesh.node.colony.local import LocalColonyConfig, open_local_colony
+
+
+def functions() -> PythonFunctions:
+    chosen = PythonFunctions()
+
+    @chosen.function
+    def step(ctx: Any) -> int:
+        """One more than the previous run's leaf output (0 on the first run)."""
+        return int(ctx.input[0]) + 1 if ctx.input else 1
+
+    @chosen.function
+    def join(*parts: str) -> str:
+        return "+".join(parts)
+
+    return chosen
+
+
+def workflow(funcname: str, args: list[Any] | None = None) -> dict[str, Any]:
+    return {
+        "colonyname": "local",
+        "functionspecs": [
+            {
+                "nodename": funcname,
+                "funcname": funcname,
+                "args": args or [],
+                "conditions": {"executortype": "python"},
+            }
+        ],
+    }
+
+
+async def outputs_of(client: ColonyClient, funcname: str) -> list[list[Any]]:
+    """The outputs of every process of ``funcname``, once none of them is waiting or running."""
+    while True:
+        processes = [p for p in await client.processes(limit=1000) if p["funcname"] == funcname]
+        if all(p["state"] in ("success", "failed", "cancelled") for p in processes):
+            assert all(p["state"] == "success" for p in processes), processes
+            return sorted(p["output"] for p in processes)
+        await trio.sleep(0.1)
+
+
+async def wait_for(condition: Any, what: str) -> None:
+    while not await condition():
+        await trio.sleep(0.1)
+
+
+async def test_a_cron_every_second_fires_three_times_chaining_outputs(tmp_path: Path) -> None:
+    config = LocalColonyConfig(state_dir=tmp_path, functions=functions(), executors=2)
+    with trio.fail_after(60):
+        async with open_local_colony(config) as colony:
+            client = colony.client
+            cron_id = await client.add_cron(
+                "ticker", workflow("step"), interval_s=1, wait_for_previous=True
+            )
+
+            async def three_runs() -> bool:
+                (view,) = await client.crons("ticker")
+                return bool(view["runs"] >= 3)
+
+            await wait_for(three_runs, "three cron runs")
+            await client.remove_cron(cron_id)
+            assert await client.crons("ticker") == []
+            outputs = await outputs_of(client, "step")
+            # Each run started once, after the previous ended, fed its leaf's output.
+            assert len(outputs) >= 3 and outputs == [[n] for n in range(1, len(outputs) + 1)]
+            leader = colony.leader()
+            assert leader is not None and leader.triggers.fired >= 3
+            followers = [s for s in colony.servers if s is not leader]
+            assert all(s.triggers.fired == 0 for s in followers)
+
+
+async def test_a_generator_packs_and_fires_by_count_and_by_timeout(tmp_path: Path) -> None:
+    config = LocalColonyConfig(state_dir=tmp_path, functions=functions(), executors=2)
+    with trio.fail_after(60):
+        async with open_local_colony(config) as colony:
+            client = colony.client
+            await client.add_generator("batch", workflow("join", ["x"]), trigger=2, timeout_s=2)
+            for arg in ("a", "b", "c"):
+                await client.pack_generator("batch", arg)
+
+            async def two_runs() -> bool:
+                (view,) = await client.generators("batch")
+                return bool(view["runs"] >= 2)
+
+            await wait_for(two_runs, "a full batch, then the timeout")
+            (view,) = await client.generators("batch")
+            assert view["pending"] == [] and view["runs"] == 2
+            assert await outputs_of(client, "join") == [["a+b"], ["c"]]
