@@ -42,7 +42,9 @@ def register(commands: Any) -> None:
     add_json_flag(status)
     status.set_defaults(handler=_status)
 
-    peers = sub.add_parser("peers", help="the admitted peers, with their certificates' names")
+    peers = sub.add_parser(
+        "peers", help="connections (with certificate names), routing table, gossip neighbours"
+    )
     _add_target(peers)
     add_json_flag(peers)
     peers.set_defaults(handler=_peers)
@@ -54,6 +56,25 @@ def register(commands: Any) -> None:
     _add_target(ping)
     add_json_flag(ping)
     ping.set_defaults(handler=_ping)
+
+    find = sub.add_parser("find", help="look a peer up in the DHT through the node")
+    find.add_argument("peer_id", help="the peer to look up")
+    find.add_argument("--timeout", type=float, default=10.0, help="seconds for the lookup")
+    _add_target(find)
+    add_json_flag(find)
+    find.set_defaults(handler=_find)
+
+    announce = sub.add_parser("announce", help="gossip a signed notice to every node")
+    announce.add_argument("text", help="the notice (at most 4 KiB)")
+    _add_target(announce)
+    add_json_flag(announce)
+    announce.set_defaults(handler=_announce)
+
+    notices = sub.add_parser("notices", help="the notices this node received by gossip")
+    notices.add_argument("--msg-id", help="also say how many peers delivered this message")
+    _add_target(notices)
+    add_json_flag(notices)
+    notices.set_defaults(handler=_notices)
 
     connect = sub.add_parser("connect", help="dial a multiaddr and run the membership exchange")
     connect.add_argument("address", help="/ip4/H/tcp/P[/p2p/ID]")
@@ -197,10 +218,48 @@ def _status(args: argparse.Namespace) -> int:
 
 def _peers(args: argparse.Namespace) -> int:
     result = _call(args, "peers")
-    lines = [
-        f"{p['peer_id']}  {p['name']}  {','.join(p['roles'])}  {p['remote_addr']}"
+    table = _call(args, "dht.table")
+    result["routing_table"] = table["contacts"]
+    result["gossip_neighbours"] = table["gossip_neighbours"]
+    lines = [f"connections ({len(result.get('peers', []))}):"]
+    lines += [
+        f"  {p['peer_id']}  {p['name']}  {','.join(p['roles'])}  {p['remote_addr']}"
         for p in result.get("peers", [])
-    ] or ["no peers"]
+    ] or ["  none"]
+    lines.append(f"routing table ({len(table['contacts'])} contacts):")
+    lines += [
+        f"  bucket {c['bucket']:3d}  {c['peer_id']}  {' '.join(c['addrs'])}"
+        for c in table["contacts"]
+    ]
+    lines.append(f"gossip neighbours: {len(table['gossip_neighbours'])}")
+    emit(args, result, lines)
+    return 0
+
+
+def _find(args: argparse.Namespace) -> int:
+    result = _call(
+        args,
+        "dht.find",
+        {"peer_id": args.peer_id},
+        timeout_s=args.timeout + args.timeout_control,
+    )
+    found = f"{args.peer_id}  {' '.join(result['addrs'])}"
+    emit(args, result, [found if result["found"] else f"{args.peer_id}: not found"])
+    return 0 if result["found"] else 1
+
+
+def _announce(args: argparse.Namespace) -> int:
+    result = _call(args, "gossip.announce", {"text": args.text})
+    emit(args, result, [f"announced (message {result['msg_id'][:16]})"])
+    return 0
+
+
+def _notices(args: argparse.Namespace) -> int:
+    arguments = {} if args.msg_id is None else {"msg_id": args.msg_id}
+    result = _call(args, "gossip.notices", arguments)
+    lines = [f"{n['from'][:16]}…  {n['text']}" for n in result["notices"]] or ["no notices"]
+    for msg_id, count in result["delivered_to"].items():
+        lines.append(f"message {msg_id[:16]} delivered to {count} peer(s) so far")
     emit(args, result, lines)
     return 0
 

@@ -33,6 +33,7 @@ from colonymesh.fs.store import ChunkStore
 from colonymesh.node.certs import Certificate, Membership, Revocation, Role
 from colonymesh.node.colony import roles
 from colonymesh.node.colony.client import ColonyClient, ColonyUnavailable, CommandRefused
+from colonymesh.node.colony.discovery import DirectoryService, ServerAnnouncer, ServerDirectory
 from colonymesh.node.colony.server import LedgerServer
 from colonymesh.node.colony.worker import ExecutorService
 from colonymesh.node.colonyfiles import (
@@ -43,6 +44,7 @@ from colonymesh.node.colonyfiles import (
 )
 from colonymesh.node.config import ExecutorSettings, NodeConfig
 from colonymesh.node.control import ControlServer, check_address
+from colonymesh.node.dht.control import discovery_commands
 from colonymesh.node.dht.driver import DhtService, DhtServiceConfig
 from colonymesh.node.errors import ColonymeshError, InputError
 from colonymesh.node.fsnet.control import fs_commands
@@ -110,9 +112,13 @@ class Roles:
         self.executor_error = ""
         self.dht: DhtService | None = None
         self.gossip: GossipService | None = None
+        self.directory: ServerDirectory | None = None
+        self.announcer: ServerAnnouncer | None = None
 
     def status(self) -> dict[str, Any]:
         document: dict[str, Any] = {}
+        if self.directory is not None:
+            document["discovery"] = self.directory.status()
         if self.dht is not None:
             document["dht"] = {**self.dht.statistics(), "contacts": len(self.dht.routing_table())}
         if self.gossip is not None:
@@ -174,10 +180,20 @@ async def run_node(config: NodeConfig, executor: ExecutorSettings | None = None)
                 # Every node joins the colony's DHT and gossip mesh.
                 state.dht = await duties.start(DhtService(peer, DhtServiceConfig()).run)
                 state.gossip = await duties.start(GossipService(peer, GossipServiceConfig()).run)
+                # Every node keeps the newest server-group announcement (leader discovery).
+                state.directory = ServerDirectory(peer.config.membership)
+                await duties.start(
+                    DirectoryService(peer, state.directory, state.gossip, state.dht).run
+                )
+                commands.update(discovery_commands(state.dht, state.gossip))
                 await top.start(control.serve)
                 top.start_soon(_watch_revocations, peer, folder)
                 if server_config is not None and roles.serves_ledger(peer, config.colony_settings):
                     state.server = await roles.start_server(peer, server_config, duties)
+                    state.announcer = ServerAnnouncer(
+                        state.server, state.directory, state.gossip, state.dht
+                    )
+                    duties.start_soon(state.announcer.run)
                 elif server_config is None and _holds(peer, Role.SERVER):
                     log.warning(
                         "this node holds the server role but %s has no [colony] section "
@@ -229,12 +245,13 @@ async def _run_executor(
         return
     while True:
         try:
-            servers = await roles.find_servers(peer, config.colony_settings, timeout_s=30.0)
+            servers = await roles.find_servers(peer, config.colony_settings, timeout_s=5.0)
         except roles.RoleError as error:
-            state.executor_error = str(error)
-            log.warning("executor: %s; retrying", error)
-            continue
-        client = ColonyClient(peer, servers)
+            # No server among our connections: the client finds the leader through
+            # the server-group announcements (gossip, DHT, or by asking peers).
+            log.info("executor: %s; finding the leader by announcement", error)
+            servers = []
+        client = ColonyClient(peer, servers, directory=state.directory)
         service = ExecutorService(
             client,
             kind,
