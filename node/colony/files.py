@@ -257,7 +257,7 @@ class ColonyFiles:
         root = Path(dest_dir)
         written = []
         for view in snapshot["files"]:
-            relative = _relative(snapshot["label"], view["label"], view["name"])
+            relative = relative_path(snapshot["label"], view["label"], view["name"])
             await self.fetch_to(view, root / relative)
             written.append(relative)
         return {"snapshotid": snapshot["snapshotid"], "dir": str(root), "files": written}
@@ -278,7 +278,7 @@ class ColonyFiles:
         local = await trio.to_thread.run_sync(_local_cids, root)
         listing = await self.ls(label)
         remote: dict[str, dict[str, Any]] = {
-            _relative(label, view["label"], view["name"]): view for view in listing["files"]
+            relative_path(label, view["label"], view["name"]): view for view in listing["files"]
         }
         try:
             plan: SyncPlan = plan_sync(
@@ -328,7 +328,7 @@ class ColonyFiles:
         return {"pinned": await trio.to_thread.run_sync(apply)}
 
 
-def _relative(base_label: str, label: str, name: str) -> str:
+def relative_path(base_label: str, label: str, name: str) -> str:
     """The path of file ``name`` under ``label`` relative to a folder synced with ``base_label``."""
     if base_label == "/":
         inner = label.lstrip("/")
