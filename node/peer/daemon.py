@@ -34,6 +34,7 @@ from colonymesh.node.certs import Certificate, Membership, Revocation, Role
 from colonymesh.node.colony import roles
 from colonymesh.node.colony.client import ColonyClient, ColonyUnavailable, CommandRefused
 from colonymesh.node.colony.discovery import DirectoryService, ServerAnnouncer, ServerDirectory
+from colonymesh.node.colony.fscontrol import files_commands
 from colonymesh.node.colony.server import LedgerServer
 from colonymesh.node.colony.worker import ExecutorService
 from colonymesh.node.colonyfiles import (
@@ -176,6 +177,12 @@ async def run_node(config: NodeConfig, executor: ExecutorSettings | None = None)
                     peer, ChunkStore(config.state_dir / "chunks", FS_CAPACITY_BYTES)
                 )
                 commands.update(fs_commands(chunks))
+                commands.update(  # labelled files: metadata in the ledger, bytes in this store
+                    files_commands(
+                        chunks,
+                        lambda: roles.find_servers(peer, config.colony_settings, timeout_s=10.0),
+                    )
+                )
                 control = ControlServer(config.control_address, commands)
                 # Every node joins the colony's DHT and gossip mesh.
                 state.dht = await duties.start(DhtService(peer, DhtServiceConfig()).run)
