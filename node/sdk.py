@@ -37,17 +37,21 @@ from typing import Any, TypeVar
 import trio
 
 from colonymesh.executors.base import ExecutorKind
+from colonymesh.fs.store import ChunkStore
 from colonymesh.node.certs import Certificate, Membership, Role
 from colonymesh.node.colony.client import ColonyClient, ColonyUnavailable
+from colonymesh.node.colony.files import ColonyFiles
 from colonymesh.node.colony.worker import ExecutorService
 from colonymesh.node.colonyfiles import load_membership, read_record
 from colonymesh.node.errors import ColonymeshError
+from colonymesh.node.fsnet.service import ChunkService
 from colonymesh.node.identity import KeyPair, read_key_file
 from colonymesh.node.ledger.commands import Cancel
 from colonymesh.node.peer.peer import Peer, PeerConfig
 
 T = TypeVar("T")
 FINAL_STATES = ("success", "failed", "cancelled")
+FS_CAPACITY_BYTES = 2 * 2**30
 SETTLE_S = 1.0  # after the first server is admitted, how long to wait for the other bootstrap peers
 
 
@@ -88,6 +92,21 @@ class ColonySession:
     def __init__(self, peer: Peer, client: ColonyClient) -> None:
         self.peer = peer
         self.client = client
+        self._files: ColonyFiles | None = None
+
+    def files(
+        self, store_dir: Path | str, *, capacity_bytes: int = FS_CAPACITY_BYTES
+    ) -> ColonyFiles:
+        """Labelled files (put, get, ls, sync, snapshots) over a chunk store at ``store_dir``.
+
+        The session's peer serves that store to the colony while it is open:
+        the bytes a ``put`` adds can be fetched from here (or from peers that
+        fetched them) while this member runs; the labels live in the ledger.
+        """
+        if self._files is None:
+            store = ChunkStore(Path(store_dir), capacity_bytes)
+            self._files = ColonyFiles(self.client, ChunkService(self.peer, store))
+        return self._files
 
     async def submit(self, spec: dict[str, Any] | str) -> Process:
         return Process(await self.client.submit(spec), self)
@@ -292,6 +311,16 @@ class SyncColony:
 
     def status(self) -> dict[str, Any]:
         return self._call(lambda s: s.status())
+
+    def fs_put(self, store_dir: Path | str, path: Path | str, label: str) -> dict[str, Any]:
+        """``ColonySession.files(store_dir).put(path, label)``, blocking."""
+        return self._call(lambda s: s.files(store_dir).put(path, label))
+
+    def fs_get(self, store_dir: Path | str, label: str, name: str, dest: Path | str) -> Any:
+        return self._call(lambda s: s.files(store_dir).get(label, name, dest))
+
+    def fs_ls(self, store_dir: Path | str, label: str = "/") -> dict[str, Any]:
+        return self._call(lambda s: s.files(store_dir).ls(label))
 
     def add_cron(self, name: str, workflow: dict[str, Any] | str, **schedule: Any) -> str:
         return self._call(lambda s: s.add_cron(name, workflow, **schedule))
