@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +46,7 @@ log = logging.getLogger("colonymesh.node.colony")
 
 IDLE_WAKE_S = 1.0  # re-check even when nothing was applied (leadership may have changed)
 LIST_MAX = 10_000
+RECENT_MAX = 64
 
 
 @message("colony.list_crons")
@@ -79,6 +81,7 @@ class TriggerScheduler:
         # Firings the ledger refused: not proposed again (the rules said no for good).
         self._refused: set[tuple[str, int]] = set()
         self.fired = 0
+        self.recent: deque[FireCron | FireGenerator] = deque(maxlen=RECENT_MAX)  # applied firings
         peer.on("colony.list_crons", self._list_crons)
         peer.on("colony.list_generators", self._list_generators)
 
@@ -105,6 +108,7 @@ class TriggerScheduler:
             answer = await self._propose_frame(self._sealer.seal(body, now))
             if answer.applied:
                 self.fired += 1
+                self.recent.append(body)
                 log.info("fired %s -> workflow %s", _describe(body), answer.subject or "(none)")
             elif not answer.not_leader and not answer.retry:
                 self._refused.add(_key(body))

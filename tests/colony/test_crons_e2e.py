@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,8 @@ import trio
 from colonymesh.executors.python import PythonFunctions
 from colonymesh.node.colony.client import ColonyClient
 from colonymesh.node.colony.local import LocalColonyConfig, open_local_colony
+from colonymesh.node.envelope import EnvelopeSealer
+from colonymesh.node.identity import Signer
 
 
 def functions() -> PythonFunctions:
@@ -70,15 +73,22 @@ async def test_a_cron_every_second_fires_three_times_chaining_outputs(tmp_path: 
                 return bool(view["runs"] >= 3)
 
             await wait_for(three_runs, "three cron runs")
+            leader = colony.leader()
+            assert leader is not None and leader.triggers.fired >= 3
+            # A deposed leader's late proposal of a tick already fired: refused, no run.
+            (follower, *_) = [s for s in colony.servers if s is not leader]
+            assert all(s.triggers.fired == 0 for s in colony.servers if s is not leader)
+            stale = leader.triggers.recent[0]
+            sealer = EnvelopeSealer(
+                Signer(follower.peer.config.keys), colony.colony.colony_id, time.time()
+            )
+            answer = await leader.propose_frame(sealer.seal(stale, time.time()))
+            assert not answer.applied and "is not its next tick" in answer.reason
             await client.remove_cron(cron_id)
             assert await client.crons("ticker") == []
             outputs = await outputs_of(client, "step")
             # Each run started once, after the previous ended, fed its leaf's output.
             assert len(outputs) >= 3 and outputs == [[n] for n in range(1, len(outputs) + 1)]
-            leader = colony.leader()
-            assert leader is not None and leader.triggers.fired >= 3
-            followers = [s for s in colony.servers if s is not leader]
-            assert all(s.triggers.fired == 0 for s in followers)
 
 
 async def test_a_generator_packs_and_fires_by_count_and_by_timeout(tmp_path: Path) -> None:
