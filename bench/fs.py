@@ -1,6 +1,6 @@
 """Meta-filesystem throughput through the full stack, against a raw trio socket.
 
-    python bench/fs.py [--quick] [--profile]
+    python bench/fs.py [--quick] [--profile] [--fsync-per-block]
 
 In one trio run on loopback, over the same pseudo-random file (256 MiB, or
 64 MiB with --quick):
@@ -16,6 +16,9 @@ In one trio run on loopback, over the same pseudo-random file (256 MiB, or
 * fetch     -- the network part of a get alone (blocks into the store, no export);
 * raw       -- the baseline: the same bytes read from the file and sent over one
                plain trio TCP socket on loopback, received and discarded.
+
+``--fsync-per-block`` stores every block with its own three fsyncs (the store
+before batched puts), for a before/after in the same conditions.
 
 Every peer lives in this one process (one GIL for both ends, as for the raw
 socket). The last stdout line is one JSON object; ``ratio`` = get MB/s / raw
@@ -51,6 +54,18 @@ from colonymesh.node.fsnet.lab import lab_colony
 from colonymesh.node.peer.peer import Peer
 
 PIECE = 1 << 20
+_PER_BLOCK_ENV = "COLONYMESH_BENCH_FSYNC_PER_BLOCK"
+
+
+def _per_block_fsync_if_asked() -> None:
+    """Make `put_batch` store block by block (fsync each), as the store did before batching."""
+    if os.environ.get(_PER_BLOCK_ENV) != "1":
+        return
+
+    def put_each(self: ChunkStore, items: Any) -> int:
+        return sum(self.put_bytes(cid, data) for cid, data in items)
+
+    ChunkStore.put_batch = put_each  # type: ignore[method-assign]
 
 
 def _make_file(path: Path, size: int) -> None:
@@ -232,8 +247,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="64 MiB instead of 256 MiB")
     parser.add_argument("--profile", action="store_true", help="cProfile the first get")
     parser.add_argument("--dir", type=Path, default=None, help="work folder (default: a temp dir)")
+    parser.add_argument(
+        "--fsync-per-block", action="store_true", help="no batched puts (the before figure)"
+    )
     parser.add_argument("--serve", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.fsync_per_block:
+        os.environ[_PER_BLOCK_ENV] = "1"  # the provider processes inherit it
+    _per_block_fsync_if_asked()
     if args.serve:
         secret, members, now, index, store = args.serve
         trio.run(_serve, secret, int(members), int(now), int(index), Path(store))
@@ -257,6 +278,7 @@ def main() -> None:
                 **figures,
                 "baseline": "raw trio TCP socket on loopback, same bytes, same run",
                 "ratio": round(ratio, 3),
+                "fsync_per_block": args.fsync_per_block,
             }
         )
     )

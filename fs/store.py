@@ -13,6 +13,11 @@ How it works and what it guarantees:
 * **Atomic, durable writes.** A block is written to ``tmp/``, fsynced, renamed
   into place and its directory fsynced, so after a crash a block file is either
   absent or complete. Writes are idempotent (a present block is not rewritten).
+  `put_batch` keeps the same order for a whole batch -- write every file, fsync
+  them all, rename them all, fsync every touched directory -- issuing each
+  round of fsyncs concurrently, so the journal commits them together: one
+  block cost ~3 fsync round trips (~8 ms on this disk), a batch of 32 costs
+  about the same as a few. The batch is durable, all of it, when it returns.
 * **Verified reads.** `get` hashes every block it returns. A block that no
   longer matches its CID (bit rot, a torn sector, a meddling user) raises
   `CorruptChunkError` *after* the file is removed, so the caller can re-fetch it
@@ -47,6 +52,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Final
 
@@ -70,6 +76,9 @@ log = logging.getLogger("colonymesh.fs.store")
 PINS_FILE: Final = "pins.json"
 PINS_BYTES_MAX: Final = 64 * 1024 * 1024
 LABEL_BYTES_MAX: Final = 1024
+# fsyncs issued at once by `put_batch`: the filesystem journal commits concurrent
+# fsyncs together (group commit), so N blocks cost a few journal commits, not N.
+FSYNC_WORKERS: Final = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +120,7 @@ class ChunkStore:
         self._holds: list[set[str]] = []
         self._reachable: set[str] | None = None  # cache of _reachable_from_pins
         self._tmp_seq = 0
+        self._fsync_pool: ThreadPoolExecutor | None = None
         self._evicted = 0
         self._corrupt = 0
         for path in (self.root, self._blocks_dir, self._tmp_dir):
@@ -234,6 +244,91 @@ class ChunkStore:
             if cid.codec != CODEC_RAW:
                 self._reachable = None  # may extend a pinned DAG
             return True
+
+    def put_batch(self, items: Sequence[tuple[Cid, bytes]]) -> int:
+        """Store several blocks, each checked against its CID, durably as a whole.
+
+        Same guarantees as `put_bytes` for each block (atomic: absent or complete
+        after a crash), with one round of concurrent fsyncs per step instead of
+        three fsyncs per block. Raises before writing anything if a block is over
+        the size cap or does not hash to its CID. Returns how many were new.
+        """
+        for cid, data in items:
+            if len(data) > BLOCK_BYTES_MAX:
+                raise StoreError(f"block of {len(data)} bytes exceeds {BLOCK_BYTES_MAX}")
+            if not cid.verify(data):
+                raise BlockMismatchError(f"bytes do not hash to {cid}")
+        with self._lock:
+            fresh: dict[str, tuple[Cid, bytes]] = {}
+            for cid, data in items:
+                key = _key(cid)
+                for held in self._holds:
+                    held.add(key)
+                if key in self._lru:
+                    self._touch(key)
+                elif key not in fresh:
+                    fresh[key] = (cid, data)
+            if not fresh:
+                return 0
+            self._make_room(sum(len(data) for _, data in fresh.values()))
+            self._write_batch({self._path(key): data for key, (_, data) in fresh.items()})
+            for key, (cid, data) in fresh.items():
+                self._lru[key] = len(data)
+                self._used += len(data)
+                if cid.codec != CODEC_RAW:
+                    self._reachable = None
+            return len(fresh)
+
+    def _write_batch(self, files: dict[str, bytes]) -> None:
+        """Write, fsync (concurrently), rename, fsync the directories (concurrently)."""
+        tmps: dict[str, str] = {}
+        try:
+            for final_path, data in files.items():
+                self._tmp_seq += 1
+                tmp = os.path.join(self._tmp_dir, f"{os.getpid()}.{self._tmp_seq}.tmp")
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                tmps[final_path] = tmp
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                finally:
+                    os.close(fd)
+            self._fsync_all(list(tmps.values()), directory=False)
+        except BaseException:
+            for tmp in tmps.values():
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+            raise
+        parents: dict[str, None] = {}
+        made_dir = False
+        for final_path, tmp in tmps.items():
+            parent = os.path.dirname(final_path)
+            if parent not in parents and not os.path.isdir(parent):
+                os.mkdir(parent)
+                made_dir = True
+            parents[parent] = None
+            os.replace(tmp, final_path)
+        if made_dir:
+            parents[self._blocks_dir] = None
+        self._fsync_all(list(parents), directory=True)
+
+    def _fsync_all(self, paths: list[str], *, directory: bool) -> None:
+        if len(paths) <= 1:
+            for path in paths:
+                _fsync_path(path, directory)
+            return
+        if self._fsync_pool is None:
+            self._fsync_pool = ThreadPoolExecutor(FSYNC_WORKERS, "colonymesh-fsync")
+        for _ in self._fsync_pool.map(lambda p: _fsync_path(p, directory), paths):
+            pass  # re-raises the first OSError
+
+    def close(self) -> None:
+        """Stop the fsync workers (the store stays usable; they restart on demand)."""
+        with self._lock:
+            if self._fsync_pool is not None:
+                self._fsync_pool.shutdown()
+                self._fsync_pool = None
 
     def get(self, cid: Cid) -> bytes:
         """The block's bytes, verified. Raises `ChunkNotFoundError` or `CorruptChunkError`."""
@@ -444,17 +539,37 @@ class ChunkStore:
     # --- convenience ------------------------------------------------------------
 
     def put_many(self, blocks: Iterable[Block]) -> int:
-        return sum(self.put(block) for block in blocks)
+        """Store `blocks` in durable batches (see `batch`); how many were new."""
+        with self.batch() as sink:
+            for block in blocks:
+                sink.put(block)
+        return sink.new
+
+    @contextlib.contextmanager
+    def batch(self, blocks_max: int = 32) -> Iterator[BatchWriter]:
+        """A sink that stores blocks `blocks_max` at a time; everything put is durable on exit."""
+        writer = BatchWriter(self, blocks_max)
+        yield writer
+        writer.flush()
 
     def add_path(self, path: str | os.PathLike[str], label: str | None = None) -> DagEntry:
         """Import a local file or folder into the store; pin its root under `label` if given."""
-        with self.holding():
-            root = import_path(path, self.put)
+        with self.holding(), self.batch() as sink:
+            root = import_path(path, sink.put)
+            sink.flush()
             if label is not None:
                 roots = self.pins().get(label, ())
                 if root.cid not in roots:
                     self.pin(label, [*roots, root.cid])
         return root
+
+
+def _fsync_path(path: str, directory: bool) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(path: str) -> None:
@@ -463,3 +578,29 @@ def _fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class BatchWriter:
+    """Collects blocks and stores them with `ChunkStore.put_batch`, `blocks_max` at a time.
+
+    Blocks put here are durable only after the next `flush` (the `batch()`
+    context flushes on exit): a caller acknowledges the whole, never a part.
+    """
+
+    def __init__(self, store: ChunkStore, blocks_max: int) -> None:
+        if blocks_max < 1:
+            raise StoreError("blocks_max must be at least 1")
+        self.store = store
+        self.blocks_max = blocks_max
+        self.new = 0
+        self._pending: list[tuple[Cid, bytes]] = []
+
+    def put(self, block: Block) -> None:
+        self._pending.append((block.cid, block.data))
+        if len(self._pending) >= self.blocks_max:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            pending, self._pending = self._pending, []
+            self.new += self.store.put_batch(pending)

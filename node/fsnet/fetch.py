@@ -11,8 +11,9 @@ The driver of the fetching side, twenty-odd lines of policy around the core:
   cannot be opened, breaks or sends a bad frame removes the peer;
 * `FindProviders` -> the injected provider lookup, answered with `on_providers`;
 * `BlockReceived` -> queued to one writer task that puts blocks into the store
-  (the store verifies and fsyncs); the session's result is returned only once
-  every received block is stored;
+  in batches of up to `_PUT_BATCH` (the store verifies each and makes the batch
+  durable with one round of concurrent fsyncs); the session's result is
+  returned only once every received block is stored;
 * the core's `next_deadline()` arms one timer.
 
 All calls into the core happen on the trio thread; nothing outlives `run`.
@@ -63,7 +64,7 @@ _LINK_ERRORS = (
     trio.TooSlowError,
     OSError,
 )
-_PUT_BATCH = 16
+_PUT_BATCH = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +261,11 @@ class Fetch:
             await trio.to_thread.run_sync(self._put_batch, batch)
 
     def _put_batch(self, batch: list[tuple[Cid, bytes]]) -> None:
+        try:
+            self.store.put_batch(batch)  # one round of concurrent fsyncs for the batch
+            return
+        except StoreError as error:
+            log.info("fs: batch put failed (%s); storing block by block", error)
         for cid, data in batch:
             try:
                 self.store.put_bytes(cid, data)

@@ -99,8 +99,9 @@ class ChunkService:
     def _put_path_sync(self, path: str) -> Cid:
         if not os.path.lexists(path):
             raise InputError(f"{path}: no such file or folder")
-        with self.store.holding():
-            root = import_path(path, self.store.put).cid
+        with self.store.holding(), self.store.batch() as sink:
+            root = import_path(path, sink.put).cid
+            sink.flush()  # every block durable before the pin names them
             self.store.pin(PIN_PREFIX + root.encode(), [root])
         return root
 

@@ -238,3 +238,47 @@ def test_blocks_of_a_pinned_root_arriving_later_are_protected(tmp_path: Path) ->
     assert all(b.cid in store for b in blocks)
     assert store.statistics().evicted_blocks > len(blocks)
     assert b"".join(read_file(store.get, root)) == data
+
+
+def test_put_batch_stores_durably_dedupes_and_reopens(tmp_path: Path) -> None:
+    store = ChunkStore(tmp_path, 10 * 1024 * KIB)
+    root, blocks, data = _file(11, 40 * KIB)
+    items = [(b.cid, b.data) for b in blocks]
+    assert store.put_batch(items + items[:3]) == len(blocks)
+    assert store.put_batch(items) == 0
+    assert os.listdir(tmp_path / "tmp") == []
+    reopened = ChunkStore(tmp_path, 10 * 1024 * KIB)
+    assert len(reopened) == len(blocks)
+    assert b"".join(read_file(reopened.get, root)) == data
+    for block in blocks:
+        assert _block_path(reopened, block.cid).read_bytes() == block.data
+
+
+def test_put_batch_refuses_a_bad_block_before_writing_any(tmp_path: Path) -> None:
+    store = ChunkStore(tmp_path, 10 * 1024 * KIB)
+    good = raw_block(b"good")
+    with pytest.raises(BlockMismatchError):
+        store.put_batch([(good.cid, good.data), (raw_block(b"x").cid, b"y")])
+    assert len(store) == 0 and os.listdir(tmp_path / "tmp") == []
+
+
+def test_batch_writer_flushes_every_blocks_max_and_on_exit(tmp_path: Path) -> None:
+    store = ChunkStore(tmp_path, 10 * 1024 * KIB)
+    _, blocks, _ = _file(12, 20 * KIB)
+    with store.batch(blocks_max=2) as sink:
+        for index, block in enumerate(blocks):
+            sink.put(block)
+            assert len(store) == (index + 1) // 2 * 2
+    assert len(store) == len(blocks) and sink.new == len(blocks)
+    store.close()
+    assert store.put_many([raw_block(b"after close")]) == 1
+
+
+def test_put_batch_evicts_unpinned_blocks_for_the_whole_batch(tmp_path: Path) -> None:
+    store = ChunkStore(tmp_path, 12 * KIB)
+    old = [raw_block(bytes([i]) * 4 * KIB) for i in range(3)]
+    store.put_batch([(b.cid, b.data) for b in old])
+    new = [raw_block(bytes([10 + i]) * 4 * KIB) for i in range(2)]
+    assert store.put_batch([(b.cid, b.data) for b in new]) == 2
+    assert [b.cid in store for b in old] == [False, False, True]
+    assert store.used_bytes == 12 * KIB
