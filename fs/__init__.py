@@ -24,6 +24,7 @@ Modules
 * ``local``    -- imports local paths into blocks (disk reads).
 * ``store``    -- the on-disk chunk store: atomic writes, verified reads, pins,
   garbage collection, a size bound (disk I/O).
+* ``syncplan`` -- what to download and upload to make a folder and a label agree (pure).
 * ``errors``   -- the typed errors; everything raised on bad input is an ``FsError``.
 
 ``fs`` imports nothing else of colonymesh.

@@ -7,6 +7,9 @@ peers replicating the ledger with Raft on real disks (under ``state_dir``),
 ``executor_groups``: peers of other types running other executor kinds,
 e.g. local processes or Slurm), and one submitter
 whose :class:`~colonymesh.node.colony.client.ColonyClient` is handed out.
+Every executor and the submitter keep a chunk store of their own (under
+``state_dir/chunks``) for labelled files (``LocalColony.files``); executors
+carry out specs' fs sync directives in ``state_dir/fs/<name>``.
 Everything lives in the caller's task tree and stops when the block exits.
 """
 
