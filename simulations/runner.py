@@ -75,6 +75,14 @@ def _load_builtin() -> None:
         from colonymesh.simulations.colony_scenario import scenario as colony_scenario
 
         _SCENARIOS["colony"] = colony_scenario
+    if "dht" not in _SCENARIOS:
+        from colonymesh.simulations.dht_scenario import scenario as dht_scenario
+
+        _SCENARIOS["dht"] = dht_scenario
+    if "gossip" not in _SCENARIOS:
+        from colonymesh.simulations.gossip_scenario import scenario as gossip_scenario
+
+        _SCENARIOS["gossip"] = gossip_scenario
     if "fs" not in _SCENARIOS:
         from colonymesh.simulations.fs_scenario import scenario as fs_scenario
 
