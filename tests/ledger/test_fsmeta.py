@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -285,3 +287,41 @@ class FsMetaMachine(RuleBasedStateMachine):
 
 TestFsMetaMachine = FsMetaMachine.TestCase
 TestFsMetaMachine.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
+
+
+PLAIN = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8) | st.binary(max_size=8),
+    lambda children: st.lists(children, max_size=6),
+    max_leaves=40,
+)
+
+
+@given(PLAIN)
+def test_from_plain_refuses_garbage_with_a_typed_error(value: object) -> None:
+    with contextlib.suppress(FsMetaRefused):  # anything else fails the test
+        FsMeta.from_plain(value)
+
+
+@given(st.lists(st.tuples(LABELS, NAMES, CIDS), max_size=8), st.data())
+def test_from_plain_refuses_every_mutation_of_a_real_document_or_keeps_it_valid(
+    adds: list[tuple[str, str, str]], data: st.DataObject
+) -> None:
+    meta = FsMeta()
+    for label, name, cid in adds:
+        meta.add_file(label, rev(name, cid))
+    meta.create_snapshot("id", "s", "/", 0, KEY)
+    plain = meta.to_plain()
+    assert FsMeta.from_plain(plain).to_plain() == plain
+    mutated = _mutate(plain, data)
+    try:
+        again = FsMeta.from_plain(mutated)
+    except FsMetaRefused:
+        return
+    assert FsMeta.from_plain(again.to_plain()).to_plain() == again.to_plain()
+
+
+def _mutate(value: object, data: st.DataObject) -> object:
+    if isinstance(value, list) and value and data.draw(st.booleans()):
+        index = data.draw(st.integers(0, len(value) - 1))
+        return [*value[:index], _mutate(value[index], data), *value[index + 1 :]]
+    return data.draw(PLAIN)
