@@ -67,7 +67,7 @@ async def test_a_process_syncs_an_input_and_an_output_dir(tmp_path: Path) -> Non
                     "dirs": [
                         {"label": "/in", "dir": "/cfs/{processid}/in"},
                         {
-                            "label": "/out",
+                            "label": "/out/{processid}",
                             "dir": "/cfs/{processid}/out",
                             "onconflicts": {"onclose": {"keeplocal": True}},
                         },
@@ -83,14 +83,15 @@ async def test_a_process_syncs_an_input_and_an_output_dir(tmp_path: Path) -> Non
             for name, data in expected.items():
                 (tmp_path / name).write_bytes(data)
             listed = (await files.ls("/out"))["files"]
-            assert [(f["name"], f["cid"], f["size"]) for f in listed] == [
-                (name, cid_of_path(tmp_path / name), len(data)) for name, data in expected.items()
+            assert [(f["label"], f["name"], f["cid"], f["size"]) for f in listed] == [
+                (f"/out/{pid}", name, cid_of_path(tmp_path / name), len(data))
+                for name, data in expected.items()
             ]
             executor = colony.executors[0]
             assert executor.fs is not None
             assert {f["adder"] for f in listed} == {executor.client.peer.peer_id}
             for name, data in expected.items():  # fetched from the executor's peer
-                got = await files.get("/out", name, tmp_path / "got" / name)
+                got = await files.get(f"/out/{pid}", name, tmp_path / "got" / name)
                 assert (tmp_path / "got" / name).read_bytes() == data
                 assert got["by_peer"] == {executor.client.peer.peer_id: got["blocks_fetched"]}
 
@@ -112,7 +113,7 @@ async def test_a_process_syncs_an_input_and_an_output_dir(tmp_path: Path) -> Non
             await trio.to_thread.run_sync(store.gc)
             assert not any(store.has(Cid.parse(f["cid"])) for f in listed)
             with pytest.raises(FileNotInColony):
-                await files.get("/out", "a.txt.up", tmp_path / "nope")
+                await files.get(f"/out/{pid}", "a.txt.up", tmp_path / "nope")
 
 
 async def test_snapshot_directive_and_a_failed_process_keeps_its_snapshot(tmp_path: Path) -> None:
