@@ -16,12 +16,15 @@ The core (``RaftNode``) performs no I/O: it is fed inputs and hands back
     node.read_index(b"ctx")      # a ReadState(index, b"ctx") arrives in a later Ready
     node.compact(index, data)    # the app snapshotted its state machine at applied ``index``
     while (rd := node.ready()) is not None:
-        # 1. persist: rd.snapshot (atomically; drop stored entries <= its index),
-        #    rd.entries (drop stored entries >= rd.entries[0].index, append), rd.hard_state; fsync
-        # 2. send rd.messages (Message.dst names the peer)
+        # 1. persist: rd.snapshot (atomically; keep stored entries after it only if the
+        #    log holds its last entry, else discard the whole log), rd.entries (drop
+        #    stored entries >= rd.entries[0].index, append), rd.hard_state;
+        #    fsync if rd.must_sync
+        # 2. send rd.messages (Message.dst names the peer) after 1 is durable, or
+        #    alongside 1 if rd.send_while_persisting (a leader, §10.2.1)
         # 3. apply: restore from rd.snapshot if rd.restore_snapshot, then rd.committed_entries
         #    in order; serve rd.read_states once applied >= their index
-        node.advance(rd)
+        node.advance(rd)         # also: what 1 persisted is durable
     node.status()                # Status(role, term, leader, commit, applied, last_index, conf, ...)
 
 Bootstrap: the founding members all pass the same ``ConfState`` and no

@@ -15,7 +15,10 @@ How it works:
   ``REPLICATE`` may have up to ``max_inflight_msgs``/``max_inflight_bytes``
   appends outstanding (pipelining).
 * The commit index advances to the largest index a quorum of voters stores,
-  only if that entry is of the current term (Raft §5.4.2).
+  only if that entry is of the current term (Raft §5.4.2). The leader is one of
+  those voters only up to its own ``log.stable_index`` (what its driver
+  reported durable, :meth:`persisted`), so it may send appends before its own
+  fsync and still never count a copy that a crash could lose (§10.2.1).
 * A rejection carries the follower's conflict hint; the leader answers with a
   binary search of its own log (fast back-off), and falls back to a chunked
   snapshot when the entries it needs are compacted.
@@ -111,6 +114,9 @@ class LeaderState:
         last = log.last_index()
         for peer in (*conf.voters, *conf.learners):
             self.prs[peer] = self._new_progress(last + 1)
+        own = self.prs.get(node_id)
+        if own is not None:
+            own.maybe_update(log.stable_index)  # we vouch only for what is on our disk
         # §5.4.2/§8: commit earlier terms' entries by committing one of our own.
         self.term_start = LogIndex(last + 1)
         self.append(EntryKind.EMPTY, b"")
@@ -142,14 +148,18 @@ class LeaderState:
     def append(self, kind: EntryKind, data: bytes) -> Entry:
         entry = Entry(self.term, LogIndex(self.log.last_index() + 1), kind, data)
         self.log.append(entry)
-        own = self.prs.get(self.id)
-        if own is not None:
-            own.maybe_update(entry.index)
+        # Our own copy counts towards a quorum only once the driver reports it
+        # durable (:meth:`persisted`), so the followers' fsyncs overlap ours.
         for peer in self.prs:
             if peer != self.id:
                 self._send_to.setdefault(peer, False)
-        self.maybe_commit()
         return entry
+
+    def persisted(self, stable_index: LogIndex) -> None:
+        """The driver made our log durable up to ``stable_index`` (dissertation §10.2.1)."""
+        own = self.prs.get(self.id)
+        if own is not None and own.maybe_update(stable_index):
+            self.maybe_commit()
 
     def conf_changed(self, conf: ConfState, conf_index: LogIndex) -> None:
         """A conf entry was appended (it takes effect now, §6)."""

@@ -1,8 +1,10 @@
 """The in-memory Raft log of one core: snapshot boundary, entries, unstable tail.
 
 What it owns: every entry after the latest snapshot (``snapshot_index``), the
-commit index, and which suffix has not yet been handed to the driver for
-persisting (``unstable_from``). The core keeps the whole post-snapshot log in
+commit index, which suffix has not yet been handed to the driver for
+persisting (``unstable_from``), and how far the driver has confirmed the log
+durable (``stable_index``: every entry at or below it is on disk exactly as
+held here; a leader counts itself in a quorum only up to it). The core keeps the whole post-snapshot log in
 memory; the application bounds it by calling ``compact``. Storage is only
 ever written through a :class:`~colonymesh.consensus.ready.Ready`.
 
@@ -16,6 +18,7 @@ Invariants (raise :class:`RaftInvariantError` if broken):
 * entries are contiguous, start at ``snapshot_index + 1`` and have
   non-decreasing terms, none below ``snapshot_term``;
 * ``snapshot_index <= committed <= last_index``;
+* ``stable_index < unstable_from``: nothing not yet handed out is stable;
 * a committed entry is never truncated.
 """
 
@@ -39,7 +42,14 @@ def _entry_term(entry: Entry) -> int:
 
 
 class RaftLog:
-    __slots__ = ("_entries", "committed", "snapshot_index", "snapshot_term", "unstable_from")
+    __slots__ = (
+        "_entries",
+        "committed",
+        "snapshot_index",
+        "snapshot_term",
+        "stable_index",
+        "unstable_from",
+    )
 
     def __init__(
         self,
@@ -58,6 +68,7 @@ class RaftLog:
         self._check_chain(snapshot_index, snapshot_term, entries[start:])
         self._entries.extend(entries[start:])
         self.unstable_from = LogIndex(self.last_index() + 1)
+        self.stable_index = self.last_index()
         self.committed = max(committed, snapshot_index)
         if self.committed > self.last_index():
             raise RaftInvariantError(
@@ -179,6 +190,8 @@ class RaftLog:
             del self._entries[first - base :]
             if first < self.unstable_from:
                 self.unstable_from = LogIndex(first)
+            # What is on disk from ``first`` on is no longer what we hold.
+            self.stable_index = LogIndex(min(self.stable_index, first - 1))
         self._entries.extend(entries[k:])
         return LogIndex(first)
 
@@ -192,6 +205,20 @@ class RaftLog:
 
     def mark_handed_out(self) -> None:
         self.unstable_from = LogIndex(self.last_index() + 1)
+
+    def mark_unstable_from(self, index: int) -> None:
+        """Entries from ``index`` on are not durable (a fresh node's bootstrap)."""
+        self.unstable_from = LogIndex(index)
+        self.stable_index = LogIndex(min(self.stable_index, index - 1))
+
+    def mark_stable(self, index: int) -> None:
+        """The driver made the log durable up to ``index`` (as handed out then).
+
+        Clamped below ``unstable_from``: if a conflicting append replaced part
+        of what was persisted meanwhile, the replacement is not durable yet."""
+        bound = min(index, self.unstable_from - 1, self.last_index())
+        if bound > self.stable_index:
+            self.stable_index = LogIndex(bound)
 
     def compact(self, index: int) -> None:
         """Drop entries up to ``index`` (which must be held) after a local snapshot."""
@@ -207,6 +234,8 @@ class RaftLog:
         if index <= self.committed:
             raise RaftInvariantError(f"restore to {index} at or below commit {self.committed}")
         self._entries.clear()
+        # Only what was committed (and so is covered by the snapshot) stays vouched for.
+        self.stable_index = LogIndex(min(self.stable_index, self.committed))
         self.snapshot_index = index
         self.snapshot_term = term
         self.committed = index

@@ -17,26 +17,34 @@ honours it, and hands it back with ``advance(ready)``.
 
 The contract the driver honours, for every Ready, in this order:
 
-1. **Persist** ``snapshot`` (atomically, dropping stored entries at or below
-   its index), then ``entries`` (truncating any stored entry at or above the
-   first one's index, then appending), then ``hard_state``; fsync. Nothing in
-   steps 2-3 may happen before this is durable.
-2. **Send** ``messages`` (any order, best effort: Raft tolerates loss).
-3. **Apply**: if ``restore_snapshot``, reset the state machine from
-   ``snapshot.data``; then apply ``committed_entries`` in order; then serve each
-   of ``read_states`` once the applied index reaches its ``index``.
-4. Call ``advance(ready)``. Only then may ``ready()`` be called again; inputs
-   (``step``, ``propose``, ...) may be fed at any time, also between ``ready``
-   and ``advance``.
+1. **Persist** ``snapshot`` atomically — keeping the stored entries after it
+   only if the stored log holds the snapshot's last entry (same index and
+   term), otherwise discarding the whole stored log — then ``entries``
+   (truncating any stored entry at or above the first one's index, then
+   appending), then ``hard_state``; fsync if ``must_sync`` (False when only
+   the commit index changed: that write need not be durable).
+2. **Send** ``messages`` (any order, best effort: Raft tolerates loss) once
+   step 1 is durable — or, if ``send_while_persisting``, before or while
+   persisting. The core sets that flag only on a leader whose term and vote
+   are already durable: its appends, heartbeats and snapshots vouch for
+   nothing on its own disk, so followers fsync in parallel with the leader
+   (dissertation §10.2.1).
+3. **Apply**, after step 1 is durable: if ``restore_snapshot``, reset the
+   state machine from ``snapshot.data``; then apply ``committed_entries`` in
+   order; then serve each of ``read_states`` once the applied index reaches
+   its ``index``.
+4. Call ``advance(ready)``: this also tells the core that step 1 is durable.
+   Only then may ``ready()`` be called again; inputs (``step``, ``propose``,
+   ...) may be fed at any time, also between ``ready`` and ``advance``.
 
 Because a vote or an acknowledgement is only sent after what it vouches for
-is durable, a crash at any point loses nothing another node relied on. (A
-leader counts its own log as stored when it appends, so a lone voter's
-``commit`` may briefly run ahead of its disk; nothing of that is observable —
-applied, acknowledged or sent — before the Ready carrying those entries is
-persisted, and a crash before then simply loses never-committed entries.) On
-restart the driver passes the persisted hard state, entries and snapshot to
-the constructor.
+is durable, a crash at any point loses nothing another node relied on. A
+leader counts its own log in a quorum only up to ``log.stable_index``, which
+``advance`` raises to what the Ready made durable: an entry commits once a
+quorum of *durable* copies exists, whether or not the leader's is among them,
+so a leader that crashes before its fsync loses only entries nobody
+committed. On restart the driver passes the persisted hard state, entries and
+snapshot to the constructor.
 
 Time is an argument (``now``, float seconds, any monotonic origin);
 randomness comes only from the injected ``random.Random``; sets are never
@@ -161,7 +169,7 @@ class RaftNode:
         snap_term = snapshot.meta.term if snapshot else Term(0)
         self.log = RaftLog(snap_index, snap_term, entries, hs.commit)
         if fresh and handed_hs != hs:
-            self.log.unstable_from = LogIndex(1)  # the bootstrap entries are not durable yet
+            self.log.mark_unstable_from(1)  # the bootstrap entries are not durable yet
         # (index, conf) in log order; the first is the snapshot's (or empty) conf.
         self._confs = ConfHistory(snap_index, snapshot.meta.conf if snapshot else ConfState())
         self.applied: LogIndex = max(applied if applied is not None else snap_index, snap_index)
@@ -351,14 +359,20 @@ class RaftNode:
             committed = tuple(
                 log.slice(applying + 1, log.committed + 1, self.config.max_apply_entries)
             )
+        handed = self._handed_hs
+        vote_durable = hs.term == handed.term and hs.voted_for == handed.voted_for
         rd = Ready(
-            hard_state=hs if hs != self._handed_hs else None,
+            hard_state=hs if hs != handed else None,
             snapshot=snapshot,
             restore_snapshot=restore,
             entries=entries,
             messages=tuple(self._msgs),
             committed_entries=committed,
             read_states=tuple(self._read_states),
+            # A leader's messages vouch for nothing on its own disk once its term and
+            # vote are durable: they may go out while it persists (§10.2.1).
+            send_while_persisting=self._lead is not None and vote_durable,
+            must_sync=bool(entries) or snapshot is not None or not vote_durable,
         )
         self._msgs = []
         self._read_states = []
@@ -375,6 +389,14 @@ class RaftNode:
         if ready is not self._outstanding:
             raise RaftUsageError("advance() of a Ready that is not outstanding")
         self._outstanding = None
+        log = self.log
+        if ready.snapshot is not None:
+            log.mark_stable(ready.snapshot.meta.index)
+        if ready.entries:
+            log.mark_stable(ready.entries[-1].index)
+        if self._lead is not None:
+            self._lead.persisted(log.stable_index)
+            self._check_resign()
         if ready.restore_snapshot and ready.snapshot is not None:
             self.applied = max(self.applied, ready.snapshot.meta.index)
         if ready.committed_entries:

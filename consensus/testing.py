@@ -72,9 +72,14 @@ class MemoryStore:
 
     def save(self, rd: Ready) -> None:
         if rd.snapshot is not None:
+            meta = rd.snapshot.meta
+            held = [e for e in self.entries if e.index == meta.index and e.term == meta.term]
+            old = self.snapshot.meta if self.snapshot is not None else None
+            if held or (old is not None and (old.index, old.term) == (meta.index, meta.term)):
+                self.entries = [e for e in self.entries if e.index > meta.index]
+            else:
+                self.entries = []  # the log lacks the snapshot's last entry: all of it goes
             self.snapshot = rd.snapshot
-            cut = rd.snapshot.meta.index
-            self.entries = [e for e in self.entries if e.index > cut]
         if rd.entries:
             first = rd.entries[0].index
             self.entries = [e for e in self.entries if e.index < first]
@@ -197,6 +202,7 @@ class Cluster:
         self.network: list[Message] = []
         self.cuts: set[tuple[NodeId, NodeId]] = set()
         self.read_states: dict[NodeId, list[ReadState]] = {i: [] for i in self.ids}
+        self.in_flight: dict[NodeId, Ready] = {}  # begun, not yet persisted
         self.trace: list[str] | None = None
         # Safety bookkeeping.
         self.leaders: dict[Term, NodeId] = {}
@@ -237,6 +243,7 @@ class Cluster:
     def crash(self, i: str) -> None:
         """Lose everything but the disk: the node and its in-memory state machine."""
         self.nodes[NodeId(i)] = None
+        self.in_flight.pop(NodeId(i), None)  # a persist in flight is lost
         self.machines[NodeId(i)] = HashMachine()
         self.read_states[NodeId(i)] = []
 
@@ -248,19 +255,23 @@ class Cluster:
     # -- driving ----------------------------------------------------------------
 
     def process(self, i: NodeId) -> bool:
-        """Handle one Ready of node ``i`` exactly as a driver must. True if there was one."""
+        """Handle one Ready of node ``i`` exactly as a driver must. True if there was one.
+
+        A Ready begun with :meth:`begin` (sent, persist still in flight) is
+        finished first."""
         node = self.nodes[i]
         if node is None:
             return False
-        rd = node.ready()
+        rd = self.in_flight.pop(i, None)
         if rd is None:
-            return False
+            rd = node.ready()
+            if rd is None:
+                return False
+            if rd.send_while_persisting:
+                self._send(rd)
         self.stores[i].save(rd)
-        for msg in rd.messages:
-            if (msg.src, msg.dst) not in self.cuts:
-                self.network.append(msg)
-            if self.trace is not None:
-                self.trace.append(describe(msg))
+        if not rd.send_while_persisting:
+            self._send(rd)
         machine = self.machines[i]
         if rd.restore_snapshot and rd.snapshot is not None:
             machine.restore(rd.snapshot.data)
@@ -280,6 +291,28 @@ class Cluster:
         node.advance(rd)
         self.check_safety()
         return True
+
+    def begin(self, i: NodeId) -> bool:
+        """Take node ``i``'s Ready and send what it may send before persisting; the
+        persist stays in flight until :meth:`process` finishes it or :meth:`crash`
+        loses it (the §10.2.1 window). True if a Ready was begun."""
+        node = self.nodes[i]
+        if node is None or i in self.in_flight:
+            return False
+        rd = node.ready()
+        if rd is None:
+            return False
+        self.in_flight[i] = rd
+        if rd.send_while_persisting:
+            self._send(rd)
+        return True
+
+    def _send(self, rd: Ready) -> None:
+        for msg in rd.messages:
+            if (msg.src, msg.dst) not in self.cuts:
+                self.network.append(msg)
+            if self.trace is not None:
+                self.trace.append(describe(msg))
 
     def process_all(self) -> bool:
         progressed = False
@@ -376,12 +409,12 @@ class Cluster:
                 other = self.leaders.setdefault(node.term, i)
                 if other != i:
                     raise SafetyViolation(f"two leaders in term {node.term}: {other} and {i}")
-            # Record what is committed, to check leader completeness. Only what this
-            # node also made durable counts: a lone voter commits an entry the moment
-            # it appends it, but nobody can observe that before the Ready holding it
-            # is persisted (and a crash before then loses it, harmlessly).
+            # Record what is committed, to check leader completeness. Every node's
+            # commit index counts, also ahead of its own disk: a leader counts only
+            # durable copies (its own once the driver acknowledged it), so whatever
+            # any node believes committed must survive every crash.
             log = node.log
-            top = min(log.committed, self.stores[i].last_index())
+            top = log.committed
             lo = max(log.first_index(), self._recorded.get(i, 0) + 1)
             for entry in log.slice(lo, top + 1) if top >= lo else []:
                 # The entry was committed in some term <= the observer's current term.

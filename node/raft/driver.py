@@ -42,7 +42,15 @@ from colonymesh.consensus import (
     Status,
 )
 from colonymesh.consensus.storage import LogStore
-from colonymesh.consensus.types import ConfState, Entry, EntryKind, LogIndex, NodeId, Term
+from colonymesh.consensus.types import (
+    ConfState,
+    Entry,
+    EntryKind,
+    LogIndex,
+    NodeId,
+    Snapshot,
+    Term,
+)
 
 log = logging.getLogger("colonymesh.node.raft")
 
@@ -82,6 +90,8 @@ class DriverStatistics:
     syncs: int = 0
     entries_persisted: int = 0
     entries_applied: int = 0
+    snapshots: int = 0
+    snapshot_seconds: float = 0.0
 
 
 class _Waiter:
@@ -129,6 +139,11 @@ class RaftDriver:
             snapshot=recovered.snapshot,
         )
         self._snapshot_index = recovered.snapshot.meta.index if recovered.snapshot else LogIndex(0)
+        self._applied = self._snapshot_index
+        # Restores and committed entries waiting while a snapshot is serialised.
+        self._applies: deque[Snapshot | tuple[Entry, ...]] = deque()
+        self._snapshot_task: LogIndex | None = None  # the index being snapshotted
+        self._nursery: trio.Nursery | None = None
         self._inbox: deque[Message] = deque()
         self._wakeup = trio.Event()
         self._waiters: dict[int, _Waiter] = {}
@@ -166,27 +181,33 @@ class RaftDriver:
     # --- the loop --------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
         try:
-            while True:
-                with trio.move_on_at(self.node.next_deadline()):
-                    await self._wakeup.wait()
-                self._wakeup = trio.Event()
-                now = trio.current_time()
-                self._step_inbox(now)
-                if now >= self.node.next_deadline():
-                    self.node.handle_timer(now)
-                while True:
-                    ready = self.node.ready()
-                    if ready is None:
-                        break
-                    await self._handle(ready)
-                    self._step_inbox(trio.current_time())
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                await self._loop()
         finally:
+            self._nursery = None
             self._stopped = True
             for waiter in self._waiters.values():
                 waiter.error = ProposalLost("the Raft driver stopped")
                 waiter.done.set()
+
+    async def _loop(self) -> None:
+        while True:
+            with trio.move_on_at(self.node.next_deadline()):
+                await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            now = trio.current_time()
+            self._step_inbox(now)
+            if now >= self.node.next_deadline():
+                self.node.handle_timer(now)
+            while True:
+                ready = self.node.ready()
+                if ready is None:
+                    break
+                await self._handle(ready)
+                self._step_inbox(trio.current_time())
 
     def _step_inbox(self, now: float) -> None:
         while self._inbox:
@@ -202,17 +223,25 @@ class RaftDriver:
 
     async def _handle(self, ready: Ready) -> None:
         self.stats.readies += 1
+        send = self.network.send
+        if ready.send_while_persisting:
+            for message in ready.messages:  # a leader: followers fsync while we do (§10.2.1)
+                send(message)
         if ready.must_sync:
             await trio.to_thread.run_sync(self._persist, ready)
             self.stats.syncs += 1
             self.stats.entries_persisted += len(ready.entries)
-        for message in ready.messages:
-            self.network.send(message)
+        elif ready.hard_state is not None:
+            self.store.save_hard_state(ready.hard_state)  # only the commit index: no fsync
+        if not ready.send_while_persisting:
+            for message in ready.messages:
+                send(message)
         if ready.snapshot is not None and ready.restore_snapshot:
-            self.machine.restore(ready.snapshot.data)
-            self._snapshot_index = ready.snapshot.meta.index
-        for entry in ready.committed_entries:
-            self._apply(entry)
+            self._applies.append(ready.snapshot)
+        if ready.committed_entries:
+            self._applies.append(ready.committed_entries)
+        if self._snapshot_task is None:
+            self._apply_pending()
         self.node.advance(ready)
         self._maybe_compact()
 
@@ -227,7 +256,21 @@ class RaftDriver:
             store.save_hard_state(ready.hard_state)
         store.sync()
 
+    def _apply_pending(self) -> None:
+        """Apply what is queued, in log order (restores and committed entries)."""
+        applies = self._applies
+        while applies:
+            item = applies.popleft()
+            if isinstance(item, Snapshot):
+                self.machine.restore(item.data)
+                self._snapshot_index = item.meta.index
+                self._applied = item.meta.index
+            else:
+                for entry in item:
+                    self._apply(entry)
+
     def _apply(self, entry: Entry) -> None:
+        self._applied = entry.index
         result: Any = None
         if entry.kind is EntryKind.NORMAL:
             result = self.machine.apply(entry)
@@ -242,9 +285,34 @@ class RaftDriver:
         waiter.done.set()
 
     def _maybe_compact(self) -> None:
+        """Start a snapshot once enough entries were applied since the last one.
+
+        The state machine serialises in a worker thread, so the loop keeps
+        stepping messages, heart-beating and persisting meanwhile (a large
+        ledger takes most of a second). Its state stays exactly that of index
+        ``applied`` because nothing else mutates it: committed entries (and
+        restores) queue up in ``_applies`` until the snapshot is taken, and
+        are applied in order right after.
+        """
         every = self.config.snapshot_every_entries
-        applied = self.node.status().applied
-        if every and applied - self._snapshot_index >= every:
-            self.node.compact(applied, self.machine.snapshot())
-            self._snapshot_index = applied
+        if not every or self._snapshot_task is not None or self._nursery is None:
+            return
+        applied = self._applied
+        if applied - self._snapshot_index < every:
+            return
+        self._snapshot_task = applied
+        self._nursery.start_soon(self._take_snapshot, applied)
+
+    async def _take_snapshot(self, index: LogIndex) -> None:
+        try:
+            started = trio.current_time()
+            data = await trio.to_thread.run_sync(self.machine.snapshot)
+            self.stats.snapshots += 1
+            self.stats.snapshot_seconds += trio.current_time() - started
+            if index > self.node.log.snapshot_index:  # a leader's snapshot may have overtaken it
+                self.node.compact(index, data)
+            self._snapshot_index = max(self._snapshot_index, index)
+        finally:
+            self._snapshot_task = None
+            self._apply_pending()
             self._wakeup.set()

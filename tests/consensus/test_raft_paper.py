@@ -666,9 +666,11 @@ def test_single_voter_group_commits_and_reads_alone() -> None:
     node = c.node("1")
     assert node.role is Role.LEADER
     res = node.propose(b"x")
-    node.read_index(b"r")
     c.stabilize()
     assert node.commit == res.index
+    # x committed only once the leader's own persist was acknowledged (§10.2.1)
+    node.read_index(b"r")
+    c.stabilize()
     (rs,) = c.read_states[NodeId("1")]
     assert rs.index == res.index
 
