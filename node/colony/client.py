@@ -19,6 +19,15 @@ first delivery may have been applied *or refused*), and for idempotent
 commands proposes the body once more, freshly sealed, to learn the outcome;
 callers of other commands reconcile by reading the ledger. A server without a live connection gets a short dial deadline,
 so a dead server costs seconds, not the whole timeout.
+
+Finding the servers without configuration: the client keeps a
+:class:`~colonymesh.node.colony.discovery.ServerDirectory` (the node's own,
+fed by gossip and the DHT, or a private one) and tries the leader it
+announces, then its voters, before the configured servers. When it knows no
+server that answers, it asks the peers it is connected to
+(``colony.where_leader``) for their newest announcement and verifies it
+itself, so a member that knows only a bootstrap peer -- not a server --
+finds the leader, and finds the next one when the leader dies.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ from typing import Any
 import trio
 
 from colonymesh.node.certs import encode_record
+from colonymesh.node.colony.discovery import LeaderIs, ServerDirectory, WhereLeader
 from colonymesh.node.colony.protocol import (
     GetProcess,
     GetStatus,
@@ -71,6 +81,8 @@ log = logging.getLogger("colonymesh.node.colony")
 
 PROPOSE_OVERHEAD_BYTES = 1024  # the request envelope around a sealed command
 DIAL_TIMEOUT_S = 3.0  # dialling a server we hold no connection to (it may be dead)
+DISCOVER_EVERY_S = 0.25  # ask connected peers where the leader is at most this often
+DISCOVER_TIMEOUT_S = 1.0
 # Commands that give the same result when applied twice: safe to re-seal.
 IDEMPOTENT = (
     SubmitFunction,
@@ -104,14 +116,23 @@ class ClientStatistics:
     proposed: int = 0
     resent: int = 0  # the same frame sent again after a failure or a not-committed answer
     lost_answers: int = 0  # a re-sent frame turned out delivered before
+    discoveries: int = 0  # rounds of asking connected peers where the leader is
 
 
 class ColonyClient:
-    def __init__(self, peer: Peer, servers: Sequence[str], *, timeout_s: float = 15.0) -> None:
-        if not servers:
-            raise ColonymeshError("a colony client needs at least one server peer id")
+    def __init__(
+        self,
+        peer: Peer,
+        servers: Sequence[str] = (),
+        *,
+        timeout_s: float = 15.0,
+        directory: ServerDirectory | None = None,
+    ) -> None:
         self.peer = peer
         self.servers = list(servers)
+        self.directory = directory or ServerDirectory(peer.config.membership)
+        self._directory_seen = -1
+        self._discovered_at = -float("inf")
         self.timeout_s = timeout_s
         self._leader: str | None = None
         self.stats = ClientStatistics()
@@ -149,6 +170,7 @@ class ColonyClient:
         while trio.current_time() < deadline:
             server = candidates.pop(0) if candidates else None
             if server is None:
+                await self._discover(deadline)
                 await trio.sleep(0.05)  # an election may be under way
                 candidates = self._candidates()
                 continue
@@ -228,17 +250,59 @@ class ColonyClient:
     # --- reads ------------------------------------------------------------------
 
     def _candidates(self) -> list[str]:
-        """The leader we believe in first, then servers we hold a connection to."""
+        """The leader we believe in first, then the announced group, then connected servers."""
+        self._follow_directory()
+        announced = self.directory.servers()
         ordered = [self._leader] if self._leader in self.servers else []
+        ordered += [s for s in announced if s not in ordered]
         rest = [s for s in self.servers if s not in ordered]
         connected = [s for s in rest if self.peer.connections.connection_to(s) is not None]
         return [*ordered, *connected, *(s for s in rest if s not in connected)]
+
+    def _follow_directory(self) -> None:
+        """Learn the servers and addresses of a newer announcement; believe its leader."""
+        directory = self.directory
+        if directory.version == self._directory_seen:
+            return
+        self._directory_seen = directory.version
+        for peer_id, address in directory.addresses():
+            self.peer.add_address(peer_id, address)
+        for server in directory.servers():
+            if server not in self.servers:
+                self.servers.append(server)
+        if directory.leader is not None:
+            self._leader = directory.leader
+
+    async def _discover(self, deadline: float) -> None:
+        """Ask connected peers for their newest announcement (rate-limited; see module docs)."""
+        now = trio.current_time()
+        if now - self._discovered_at < DISCOVER_EVERY_S:
+            return
+        self._discovered_at = now
+        self.stats.discoveries += 1
+        timeout = max(0.05, min(DISCOVER_TIMEOUT_S, deadline - now))
+        peers = [p for p in self.peer.connected_peers() if p != self.peer.peer_id][:16]
+
+        async def ask(peer_id: str) -> None:
+            try:
+                answer = await self.peer.request(peer_id, WhereLeader(), timeout=timeout)
+            except ColonymeshError:
+                return
+            if isinstance(answer, LeaderIs) and answer.frame:
+                self.directory.observe(answer.frame, answer.certificate)
+
+        async with trio.open_nursery() as nursery:
+            for peer_id in peers:
+                nursery.start_soon(ask, peer_id)
 
     async def query(self, body: object, *, wait_s: float = 0.0) -> View:
         deadline = trio.current_time() + self.timeout_s + wait_s
         last_error = ""
         while trio.current_time() < deadline:
-            for server in self._candidates():
+            candidates = self._candidates()
+            if not candidates:
+                await self._discover(deadline)
+            for server in candidates:
                 try:
                     await self._reach(server, deadline)
                     answer = await self.peer.request(
@@ -249,6 +313,8 @@ class ColonyClient:
                     continue
                 if isinstance(answer, View):
                     return answer
+            if candidates:  # none answered: the group may have moved
+                await self._discover(deadline)
             await trio.sleep(0.05)
         raise ColonyUnavailable(f"no server answered within {self.timeout_s:g} s ({last_error})")
 
@@ -311,6 +377,9 @@ class ColonyClient:
         """
         deadline = trio.current_time() + timeout_s
         candidates = self._candidates()
+        if not candidates:
+            await self._discover(deadline)
+            candidates = self._candidates()
         while candidates and trio.current_time() < deadline:
             server = candidates.pop(0)
             try:
