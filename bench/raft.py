@@ -28,6 +28,7 @@ import os
 import platform
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,7 +47,7 @@ from colonymesh.node.certs import Capabilities, Membership, create_colony, issue
 from colonymesh.node.certs import Role as CertRole
 from colonymesh.node.identity import KeyPair
 from colonymesh.node.peer.peer import Peer, PeerConfig
-from colonymesh.node.raft.driver import RaftDriver
+from colonymesh.node.raft.driver import DriverConfig, RaftDriver
 from colonymesh.node.raft.network import PeerRaftNetwork
 
 RAFT = RaftConfig(election_timeout_s=0.5, heartbeat_interval_s=0.05)
@@ -65,6 +66,16 @@ def summary(latencies: list[float], elapsed: float) -> dict[str, float]:
         "commits_per_s": len(latencies) / elapsed,
         "p50_ms": pct(latencies, 0.5) * 1e3,
         "p99_ms": pct(latencies, 0.99) * 1e3,
+    }
+
+
+def median_rows(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per concurrency level, the median of every figure over the runs."""
+    if not runs:
+        return {}
+    return {
+        level: {key: statistics.median(run[level][key] for run in runs) for key in runs[0][level]}
+        for level in runs[0]
     }
 
 
@@ -106,9 +117,18 @@ async def _closed_loop(driver: RaftDriver, clients: int, seconds: float, payload
     return latencies, clock() - started
 
 
+MODES = {
+    # name: (leader sends while persisting, fsync commit-only Readys)
+    "parallel": (True, False),
+    "serial": (False, True),  # the driver before leader-parallel persist
+}
+
+
 async def run_ours(
-    base: Path, levels: list[int], seconds: float, payload: bytes, fsync: bool
+    base: Path, levels: list[int], seconds: float, payload: bytes, mode: str
 ) -> dict[str, Any]:
+    parallel, sync_commit = MODES[mode]
+    driver_config = DriverConfig(send_while_persisting=parallel, sync_commit_only=sync_commit)
     now = int(time.time())
     owner = KeyPair.generate()
     colony = create_colony(owner, "bench", now - 60)
@@ -147,12 +167,18 @@ async def run_ours(
             drivers: list[RaftDriver] = []
             stores: list[LogStore] = []
             for peer, node in zip(peers, ids, strict=True):
-                store = LogStore.open(base / node[:16], fsync=fsync)
+                store = LogStore.open(base / node[:16])
                 stores.append(store)
                 holder: list[RaftDriver] = []
                 network = PeerRaftNetwork(peer, nursery, lambda m, h=holder: h[0].deliver(m))
                 driver = RaftDriver(
-                    node, store, Counter(), network, founding_voters=ids, raft_config=RAFT
+                    node,
+                    store,
+                    Counter(),
+                    network,
+                    founding_voters=ids,
+                    raft_config=RAFT,
+                    config=driver_config,
                 )
                 holder.append(driver)
                 drivers.append(driver)
@@ -330,6 +356,12 @@ def main() -> None:
     parser.add_argument("--payload", type=int, default=128, help="command bytes")
     parser.add_argument("--dir", type=Path, help="directory on the disk to measure")
     parser.add_argument("--no-pysyncobj", action="store_true", help="skip the baseline")
+    parser.add_argument("--rounds", type=int, default=3, help="medians over this many runs")
+    parser.add_argument(
+        "--serial",
+        action="store_true",
+        help="also measure our driver with a serial leader persist (the earlier design)",
+    )
     parser.add_argument("--pysyncobj-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--journal", default="", help=argparse.SUPPRESS)
     parser.add_argument("--no-batch", action="store_true", help=argparse.SUPPRESS)
@@ -343,7 +375,14 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="bench-raft-", dir=args.dir))
     variants: dict[str, dict[str, Any]] = {}
     try:
-        ours = trio.run(run_ours, base / "ours", levels, seconds, payload, True)
+        runs: dict[str, list[dict[str, Any]]] = {"parallel": [], "serial": []}
+        for k in range(args.rounds):  # interleaved: a busy disk hits both alike
+            for mode in ("parallel", "serial") if args.serial else ("parallel",):
+                where = base / f"{mode}-{k}"
+                runs[mode].append(trio.run(run_ours, where, levels, seconds, payload, mode))
+                shutil.rmtree(where, ignore_errors=True)
+        ours = median_rows(runs["parallel"])
+        serial = median_rows(runs["serial"]) if args.serial else {}
         if not args.no_pysyncobj:
             for name, journal, batch in (
                 ("memory, batched appends (default)", None, True),
@@ -356,12 +395,15 @@ def main() -> None:
     print(f"machine: {platform.machine()} {platform.system()} {platform.release()}, "
           f"python {platform.python_version()}, cpus {os.cpu_count()}, "
           f"load {os.getloadavg()[0]:.1f}, dir {base.parent}")  # fmt: skip
-    print(f"3 voters on loopback, {args.payload} B commands, closed loop, {seconds:.1f} s per row")
+    print(f"3 voters on loopback, {args.payload} B commands, closed loop, {seconds:.1f} s per row;"
+          f" ours: medians of {args.rounds} runs")  # fmt: skip
     print("colonymesh: real peers (Noise+yamux), LogStore with fsync ON: durable")
     print("PySyncObj 0.3.17: log in memory: NOT durable; its journalFile is an mmap it never")
     print("  msyncs or fsyncs on commit: NOT durable against a machine crash either")
     for c in levels:
         print(_line(f"colonymesh (fsync) x{c}", ours[str(c)]))
+        if serial:
+            print(_line(f"  colonymesh, serial persist x{c}", serial[str(c)]))
         for name, rows in variants.items():
             print(_line(f"  PySyncObj ({name}) x{c}", rows[str(c)]))
     top = str(max(levels))
@@ -374,7 +416,9 @@ def main() -> None:
         "quick": args.quick,
         "payload_bytes": args.payload,
         "seconds": seconds,
+        "rounds": args.rounds,
         "colonymesh": ours,
+        "colonymesh_serial_persist": serial,
         "baseline": f"pysyncobj ({best}; not durable)",
         "pysyncobj": variants,
         "ratio": ratio,

@@ -86,10 +86,31 @@ def _entry(value: Any, path: str) -> Entry:
     )
 
 
+_KINDS = {int(kind): kind for kind in EntryKind}
+
+
 def _entries(value: Any, path: str) -> tuple[Entry, ...]:
+    """The hot path of AppendEntries: inline checks, the error path only on failure."""
     if type(value) is not list:
         raise _fail(path, "a list of entries")
-    return tuple(_entry(item, f"{path}[{i}]") for i, item in enumerate(value))
+    out: list[Entry] = []
+    kinds = _KINDS
+    for item in value:
+        if type(item) is list and len(item) == 4:
+            term, index, kind, data = item
+            if (
+                type(term) is int
+                and type(index) is int
+                and type(kind) is int
+                and type(data) is bytes
+                and term >= 0
+                and index >= 0
+                and kind in kinds
+            ):
+                out.append(Entry(item[0], item[1], kinds[kind], data))  # checked above
+                continue
+        out.append(_entry(item, f"{path}[{len(out)}]"))  # raises with the precise reason
+    return tuple(out)
 
 
 def _ids(value: Any, path: str) -> tuple[str, ...]:
@@ -123,35 +144,47 @@ _DECODERS: dict[str, Decoder] = {
 }
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, Entry):
-        return [value.term, value.index, int(value.kind), value.data]
-    if isinstance(value, SnapshotMeta):
-        return [value.index, value.term, list(value.conf.voters), list(value.conf.learners)]
-    if isinstance(value, tuple):
-        return [_plain(item) for item in value]
-    return value
+def _plain_entries(value: tuple[Entry, ...]) -> list[list[Any]]:
+    return [[e.term, e.index, int(e.kind), e.data] for e in value]
 
 
-def _compile(cls: type) -> tuple[tuple[str, ...], tuple[Decoder, ...]]:
+def _plain_meta(value: SnapshotMeta) -> list[Any]:
+    return [value.index, value.term, list(value.conf.voters), list(value.conf.learners)]
+
+
+Layout = tuple[tuple[str, ...], tuple[Decoder, ...], tuple[tuple[int, Callable[[Any], Any]], ...]]
+
+
+def _compile(cls: type) -> Layout:
+    """Field names, a decoder per field, and the (position, converter) of the few
+    fields that are not CBOR scalars already (entries, snapshot metadata)."""
     names = tuple(f.name for f in dataclasses.fields(cls))
     annotations = typing.get_type_hints(cls)
     decoders = []
-    for name in names:
+    converters: list[tuple[int, Callable[[Any], Any]]] = []
+    for position, name in enumerate(names):
         annotation = annotations[name]
         key = getattr(annotation, "__name__", None) or str(annotation)
         if typing.get_origin(annotation) is tuple:
             key = "tuple[Entry, ...]"
+            converters.append((position, _plain_entries))
+        elif key == "SnapshotMeta":
+            converters.append((position, _plain_meta))
         decoders.append(_DECODERS[key])
-    return names, tuple(decoders)
+    return names, tuple(decoders), tuple(converters)
 
 
 _LAYOUT = {cls: _compile(cls) for cls in MESSAGE_TYPES}
 
 
 def encode(message: Message) -> bytes:
-    names, _ = _LAYOUT[type(message)]
-    return cbor2.dumps([_TAG_OF[type(message)], *(_plain(getattr(message, n)) for n in names)])
+    cls = type(message)
+    names, _, converters = _LAYOUT[cls]
+    fields: list[Any] = [_TAG_OF[cls]]
+    fields += [getattr(message, name) for name in names]
+    for position, convert in converters:
+        fields[position + 1] = convert(fields[position + 1])
+    return cbor2.dumps(fields)
 
 
 def decode(frame: bytes) -> Message:
@@ -162,7 +195,7 @@ def decode(frame: bytes) -> Message:
     cls = _CLASS_OF.get(value[0])
     if cls is None:
         raise MalformedFrame(f"raft frame: unknown message tag {value[0]}")
-    names, decoders = _LAYOUT[cls]
+    names, decoders, _ = _LAYOUT[cls]
     if len(value) != len(names) + 1:
         raise MalformedFrame(f"raft frame: {cls.__name__} needs {len(names)} fields")
     fields = [

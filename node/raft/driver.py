@@ -79,6 +79,11 @@ class DriverConfig:
     # Compact the log once this many entries were applied since the last
     # snapshot; 0 keeps the whole log (for state machines without snapshots).
     snapshot_every_entries: int = 0
+    # Measurement switches (bench/raft.py compares them); the defaults are the fast,
+    # safe choice. False: a leader persists before it sends, as followers do.
+    send_while_persisting: bool = True
+    # True: fsync even a Ready whose only change is the commit index.
+    sync_commit_only: bool = False
 
 
 @dataclass(slots=True)
@@ -224,16 +229,17 @@ class RaftDriver:
     async def _handle(self, ready: Ready) -> None:
         self.stats.readies += 1
         send = self.network.send
-        if ready.send_while_persisting:
+        early = ready.send_while_persisting and self.config.send_while_persisting
+        if early:
             for message in ready.messages:  # a leader: followers fsync while we do (§10.2.1)
                 send(message)
-        if ready.must_sync:
+        if ready.must_sync or (self.config.sync_commit_only and ready.hard_state is not None):
             await trio.to_thread.run_sync(self._persist, ready)
             self.stats.syncs += 1
             self.stats.entries_persisted += len(ready.entries)
         elif ready.hard_state is not None:
             self.store.save_hard_state(ready.hard_state)  # only the commit index: no fsync
-        if not ready.send_while_persisting:
+        if not early:
             for message in ready.messages:
                 send(message)
         if ready.snapshot is not None and ready.restore_snapshot:
