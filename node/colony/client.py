@@ -36,6 +36,7 @@ import json
 import logging
 import os
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -78,6 +79,29 @@ from colonymesh.node.ledger.commands import (
 from colonymesh.node.peer.peer import Peer
 
 log = logging.getLogger("colonymesh.node.colony")
+
+
+_LEDGER_SEALERS: weakref.WeakKeyDictionary[Peer, EnvelopeSealer] = weakref.WeakKeyDictionary()
+
+
+def ledger_sealer(peer: Peer) -> EnvelopeSealer:
+    """The one sealer of ``peer``'s ledger commands, shared by all its clients and duties.
+
+    The ledger keeps one replay window per author and refuses a sequence
+    number that trails the newest it applied by more than the window. A
+    sealer starts counting at its creation time in microseconds, so a second
+    sealer of the same key made later (an executor's or a file client on a
+    server node, whose ticks are sealed too) would get the first one's
+    commands refused from its first command on. One sealer per peer keeps
+    every author's numbers in one increasing sequence.
+    """
+    sealer = _LEDGER_SEALERS.get(peer)
+    if sealer is None:
+        colony_id = peer.config.membership.colony.colony_id
+        sealer = EnvelopeSealer(Signer(peer.config.keys), colony_id, time.time())
+        _LEDGER_SEALERS[peer] = sealer
+    return sealer
+
 
 PROPOSE_OVERHEAD_BYTES = 1024  # the request envelope around a sealed command
 DIAL_TIMEOUT_S = 3.0  # dialling a server we hold no connection to (it may be dead)
@@ -136,8 +160,7 @@ class ColonyClient:
         self.timeout_s = timeout_s
         self._leader: str | None = None
         self.stats = ClientStatistics()
-        colony_id = peer.config.membership.colony.colony_id
-        self._sealer = EnvelopeSealer(Signer(peer.config.keys), colony_id, time.time())
+        self._sealer = ledger_sealer(peer)  # shared: see ledger_sealer
 
     # --- commands --------------------------------------------------------------
 

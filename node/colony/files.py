@@ -113,6 +113,9 @@ class ColonyFiles:
         self.client = client
         self.chunks = chunks
         self.peer = client.peer
+        # Puts between their pin and their ledger commit: keep_pins must not
+        # drop a pin the ledger does not reference *yet*.
+        self._puts_in_flight = 0
 
     # --- reading the ledger ---------------------------------------------------------
 
@@ -156,12 +159,16 @@ class ColonyFiles:
         _label(label)
         if not source.is_file():
             raise InputError(f"{source}: not a regular file")
-        cid, size = await trio.to_thread.run_sync(self._import_file, source)
-        # Adding the latest CID again changes nothing, so a delivery whose
-        # answer was lost (the client's LOST_ANSWER) needs no reconciling.
-        await self.client.run(
-            AddFile(label, name, size, cid.encode(), tuple(self.peer.listen_addrs[:8]))
-        )
+        self._puts_in_flight += 1
+        try:
+            cid, size = await trio.to_thread.run_sync(self._import_file, source)
+            # Adding the latest CID again changes nothing, so a delivery whose
+            # answer was lost (the client's LOST_ANSWER) needs no reconciling.
+            await self.client.run(
+                AddFile(label, name, size, cid.encode(), tuple(self.peer.listen_addrs[:8]))
+            )
+        finally:
+            self._puts_in_flight -= 1
         return {"label": label, "name": name, "cid": cid.encode(), "size": size}
 
     def _import_file(self, source: Path) -> tuple[Cid, int]:
@@ -311,9 +318,12 @@ class ColonyFiles:
         if found is None:
             return {"pinned": 0}
         store = self.chunks.store
+        only_add = self._puts_in_flight > 0
 
         def apply() -> int:
             pins: dict[str, list[Cid]] = {}
+            if only_add:  # a put's pin may not be referenced yet: drop nothing now
+                pins = {k: list(v) for k, v in store.pins().items() if k.startswith(PIN_PREFIX)}
             for text in found["cids"]:
                 try:
                     cid = Cid.parse(text)
@@ -328,6 +338,15 @@ class ColonyFiles:
             return len(pins)
 
         return {"pinned": await trio.to_thread.run_sync(apply)}
+
+    async def keep_pins_forever(self, interval_s: float = 60.0) -> None:
+        """Run :meth:`keep_pins` every ``interval_s`` (references change at other members too)."""
+        while True:
+            try:
+                await self.keep_pins()
+            except ColonymeshError as error:
+                log.info("fs: pins not updated: %s", error)
+            await trio.sleep(interval_s)
 
 
 def relative_path(base_label: str, label: str, name: str) -> str:

@@ -1,7 +1,7 @@
 """The control-channel commands of labelled files: what ``colonymesh fs --label ...`` asks a node.
 
-A node that keeps a chunk store adds ``files_commands(chunks, find_servers)``
-to its control server. The node does the work with a :class:`ColonyFiles`
+A node that keeps a chunk store adds ``NodeFiles(chunks, find_servers).commands()``
+to its control server (and runs its ``keep_pins_forever``). The node does the work with a :class:`ColonyFiles`
 made on first use (finding the colony's servers then), so the bytes of a
 ``put`` stay on the long-lived node, not on the short-lived CLI. Paths must
 be absolute (the node's working folder is not the caller's). Bad arguments
@@ -10,6 +10,7 @@ are :class:`InputError`: one line back to the CLI, the node unharmed.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,10 @@ import trio
 
 from colonymesh.node.colony.client import ColonyClient
 from colonymesh.node.colony.files import ColonyFiles
-from colonymesh.node.errors import InputError
+from colonymesh.node.errors import ColonymeshError, InputError
 from colonymesh.node.fsnet.service import ChunkService
+
+log = logging.getLogger("colonymesh.node.files")
 
 Command = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 FindServers = Callable[[], Awaitable[list[str]]]
@@ -46,15 +49,41 @@ def _flag(args: dict[str, Any], key: str, default: bool = False) -> bool:
     return value
 
 
-def files_commands(chunks: ChunkService, find_servers: FindServers) -> dict[str, Command]:
-    made: list[ColonyFiles] = []
-    lock = trio.Lock()
+class NodeFiles:
+    """A node's :class:`ColonyFiles`, made on first use (the colony's servers found then)."""
 
-    async def files() -> ColonyFiles:
-        async with lock:
-            if not made:
-                made.append(ColonyFiles(ColonyClient(chunks.peer, await find_servers()), chunks))
-            return made[0]
+    def __init__(self, chunks: ChunkService, find_servers: FindServers) -> None:
+        self.chunks = chunks
+        self.find_servers = find_servers
+        self._files: ColonyFiles | None = None
+        self._lock = trio.Lock()
+
+    async def files(self) -> ColonyFiles:
+        async with self._lock:
+            if self._files is None:
+                servers = await self.find_servers()
+                self._files = ColonyFiles(ColonyClient(self.chunks.peer, servers), self.chunks)
+            return self._files
+
+    async def keep_pins_forever(self, interval_s: float = 60.0) -> None:
+        """Keep this node's store pinned as the ledger references (``ColonyFiles.keep_pins``)."""
+        while True:
+            try:
+                files = await self.files()
+            except ColonymeshError as error:  # no colony servers yet: try again later
+                log.debug("fs: pin keeper waits for the colony: %s", error)
+                await trio.sleep(interval_s)
+                continue
+            await files.keep_pins_forever(interval_s)
+
+    def commands(self) -> dict[str, Command]:
+        return files_commands(self.chunks, self.find_servers, self)
+
+
+def files_commands(
+    chunks: ChunkService, find_servers: FindServers, node: NodeFiles | None = None
+) -> dict[str, Command]:
+    files = (node or NodeFiles(chunks, find_servers)).files
 
     async def put(args: dict[str, Any]) -> dict[str, Any]:
         path, label = _path(args, "path"), _text(args, "label")

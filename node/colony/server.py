@@ -43,6 +43,7 @@ from colonymesh.consensus.storage import LogStore
 from colonymesh.consensus.types import Entry, NodeId
 from colonymesh.node.certs import Certificate
 from colonymesh.node.colony import fsviews, views
+from colonymesh.node.colony.client import ledger_sealer
 from colonymesh.node.colony.liveness import ExecutorLiveness
 from colonymesh.node.colony.protocol import (
     FRAME_BYTES_MAX,
@@ -56,9 +57,8 @@ from colonymesh.node.colony.protocol import (
     WaitWork,
 )
 from colonymesh.node.colony.scheduler import TriggerScheduler
-from colonymesh.node.envelope import EnvelopeSealer, decode_frame
+from colonymesh.node.envelope import decode_frame
 from colonymesh.node.errors import ColonymeshError
-from colonymesh.node.identity import Signer
 from colonymesh.node.ledger import matching
 from colonymesh.node.ledger.commands import Claim, Tick
 from colonymesh.node.ledger.events import CommandApplied, CommandRefused, LedgerEvent
@@ -147,7 +147,7 @@ class LedgerServer:
             raft_config=config.raft,
             config=DriverConfig(snapshot_every_entries=config.snapshot_every_entries),
         )
-        self._sealer = EnvelopeSealer(Signer(peer.config.keys), colony.colony_id, time.time())
+        self._sealer = ledger_sealer(peer)  # the same as this peer's clients' (client.py)
         self.liveness = ExecutorLiveness(
             peer,
             self.ledger,

@@ -34,8 +34,9 @@ from colonymesh.node.certs import Certificate, Membership, Revocation, Role
 from colonymesh.node.colony import roles
 from colonymesh.node.colony.client import ColonyClient, ColonyUnavailable, CommandRefused
 from colonymesh.node.colony.discovery import DirectoryService, ServerAnnouncer, ServerDirectory
-from colonymesh.node.colony.fscontrol import files_commands
+from colonymesh.node.colony.fscontrol import NodeFiles
 from colonymesh.node.colony.server import LedgerServer
+from colonymesh.node.colony.specgossip import SpecIntake, SpecRelay
 from colonymesh.node.colony.worker import ExecutorService
 from colonymesh.node.colonyfiles import (
     REVOCATIONS_FILE,
@@ -115,11 +116,17 @@ class Roles:
         self.gossip: GossipService | None = None
         self.directory: ServerDirectory | None = None
         self.announcer: ServerAnnouncer | None = None
+        self.intake: SpecIntake | None = None
 
     def status(self) -> dict[str, Any]:
         document: dict[str, Any] = {}
         if self.directory is not None:
             document["discovery"] = self.directory.status()
+        if self.intake is not None:
+            document["specs"] = {
+                **dataclasses.asdict(self.intake.stats),
+                "pending": len(self.intake.pending),
+            }
         if self.dht is not None:
             document["dht"] = {**self.dht.statistics(), "contacts": len(self.dht.routing_table())}
         if self.gossip is not None:
@@ -177,12 +184,12 @@ async def run_node(config: NodeConfig, executor: ExecutorSettings | None = None)
                     peer, ChunkStore(config.state_dir / "chunks", FS_CAPACITY_BYTES)
                 )
                 commands.update(fs_commands(chunks))
-                commands.update(  # labelled files: metadata in the ledger, bytes in this store
-                    files_commands(
-                        chunks,
-                        lambda: roles.find_servers(peer, config.colony_settings, timeout_s=10.0),
-                    )
+                # Labelled files: metadata in the ledger, bytes in this store (kept pinned).
+                files = NodeFiles(
+                    chunks, lambda: roles.find_servers(peer, config.colony_settings, timeout_s=10.0)
                 )
+                commands.update(files.commands())
+                duties.start_soon(files.keep_pins_forever)
                 control = ControlServer(config.control_address, commands)
                 # Every node joins the colony's DHT and gossip mesh.
                 state.dht = await duties.start(DhtService(peer, DhtServiceConfig()).run)
@@ -201,12 +208,16 @@ async def run_node(config: NodeConfig, executor: ExecutorSettings | None = None)
                         state.server, state.directory, state.gossip, state.dht
                     )
                     duties.start_soon(state.announcer.run)
+                    # Submissions gossiped by members that cannot reach the leader.
+                    state.intake = SpecIntake(state.server, state.gossip)
+                    await duties.start(state.intake.run)
                 elif server_config is None and _holds(peer, Role.SERVER):
                     log.warning(
                         "this node holds the server role but %s has no [colony] section "
                         "naming the servers: not serving the ledger",
                         config.path,
                     )
+                SpecRelay(peer, state.gossip, state.intake)  # for members without gossip
                 if executor is not None and kind is not None:
                     duties.start_soon(_run_executor, peer, config, executor, kind, state)
                 log.info(
@@ -258,7 +269,7 @@ async def _run_executor(
             # the server-group announcements (gossip, DHT, or by asking peers).
             log.info("executor: %s; finding the leader by announcement", error)
             servers = []
-        client = ColonyClient(peer, servers, directory=state.directory)
+        client = ColonyClient(peer, servers, directory=state.directory, gossip=state.gossip)
         service = ExecutorService(
             client,
             kind,
