@@ -421,7 +421,16 @@ def scenario(seed: int, peers: int, duration: float | None) -> ScenarioResult:
     """The registry entry: ``colonymesh simulate dht --peers N --seed S [--duration D]``."""
     if peers < 4:
         raise ValueError("the dht scenario needs at least 4 peers")
-    cfg = replace(DhtScenarioConfig(), peers=peers)
+    base = DhtScenarioConfig()
+    # the workload scales down with small populations (a few lookups per peer)
+    provides = min(base.provides, max(10, peers // 5))
+    cfg = replace(
+        base,
+        peers=peers,
+        lookups=min(base.lookups, max(100, 10 * peers)),
+        provides=provides,
+        provider_lookups=2 * provides,
+    )
     if duration is not None:
         if duration <= 0:
             raise ValueError("--duration must be positive")

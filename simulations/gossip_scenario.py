@@ -26,6 +26,7 @@ seen), and delivery accounting: the count each publisher learned
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, assert_never, cast
 
@@ -73,7 +74,7 @@ class GossipScenarioConfig:
     leave: float = 0.02  # share of the peers that crash for good during the publish phase
     detect_s: float = 2.0  # at most this long until neighbours see a connection close
     heal_bound_s: float = 60.0
-    coverage_step_s: float = 0.05
+    coverage_step_s: float = 0.005  # the finest step of the coverage curve
     events_max: int = 50_000_000
 
 
@@ -229,10 +230,15 @@ def run(seed: int, cfg: GossipScenarioConfig) -> tuple[Simulator, dict[str, Any]
         left[index] = sim.now
         for j in world.neighbours[index]:
             if sim.is_up(j):
-                sim.call_later(rng.uniform(0.1, cfg.detect_s), lambda j=j: close(j, index))
+                sim.call_later(rng.uniform(0.1, cfg.detect_s), closer(j, index))
 
-    def close(j: int, gone: int) -> None:
-        sim.poke(j, lambda a: cast(GossipPeer, a).disconnected(gone, sim.now))
+    def closer(j: int, gone: int) -> Callable[[], None]:
+        """Peer ``j`` sees its connection to ``gone`` close."""
+
+        def close() -> None:
+            sim.poke(j, lambda a: cast(GossipPeer, a).disconnected(gone, sim.now))
+
+        return close
 
     def publish() -> None:
         index = alive[rng.randrange(len(alive))]
@@ -303,7 +309,8 @@ def _figures(
     pairs = n * len(world.published_at)
     curve: list[list[float]] = []
     if offsets_all:
-        step = cfg.coverage_step_s
+        # about 200 points however long the tail is
+        step = max(cfg.coverage_step_s, round(offsets_all[-1] / 200, 3))
         steps = int(offsets_all[-1] / step) + 2
         for s in range(steps):
             t = s * step
