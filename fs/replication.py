@@ -63,6 +63,11 @@ PeerId = NewType("PeerId", str)
 REPLICATION_FACTOR_DEFAULT: Final = 3
 
 
+def provider_key(root: Cid) -> bytes:
+    """The DHT key a root is announced under: its canonical CIDv1 bytes (v0 names the same)."""
+    return root.to_v1().to_bytes()
+
+
 @dataclass(frozen=True, slots=True)
 class ReplicationConfig:
     k: int = REPLICATION_FACTOR_DEFAULT

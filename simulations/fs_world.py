@@ -71,6 +71,7 @@ from colonymesh.fs.replication import (
     PeerId,
     ReplicationConfig,
     Replicator,
+    provider_key,
 )
 from colonymesh.node.dht.effects import (
     DhtBusy,
@@ -109,11 +110,6 @@ class ReplicateAsk:
 
 def public_key_of(index: int) -> bytes:
     return hashlib.sha256(b"colonymesh-sim-fs-peer-%d" % index).digest()
-
-
-def provider_key(root: Cid) -> bytes:
-    """The DHT key a root is announced under (its canonical CIDv1 bytes)."""
-    return root.to_v1().to_bytes()
 
 
 @dataclass(slots=True)

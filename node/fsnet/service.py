@@ -22,7 +22,7 @@ import logging
 import os
 import random
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,9 +38,11 @@ from colonymesh.fs.local import export_path, import_path
 from colonymesh.fs.pb import DataType
 from colonymesh.fs.reader import decode_node, list_directory
 from colonymesh.fs.store import ChunkStore
+from colonymesh.node.dht.driver import DhtService
 from colonymesh.node.errors import ColonymeshError, InputError
 from colonymesh.node.fsnet.fetch import Fetch, FetchResult, Providers
 from colonymesh.node.fsnet.frames import FrameReader, frame_prefix
+from colonymesh.node.fsnet.providers import DhtProviders
 from colonymesh.node.fsnet.serve import PROTOCOL_ID, BlockServer, read_block
 from colonymesh.node.peer.peer import Peer
 
@@ -85,6 +87,10 @@ class ChunkService:
         self.config = config or ServiceConfig()
         self.providers: Providers = providers or self.ask_connected
         self.server = BlockServer(store)
+        # Called (on the trio thread) with each root this service pins: the
+        # replication driver tracks and announces it at once.
+        self.pin_hooks: list[Callable[[Cid], object]] = []
+        self.dht_providers: DhtProviders | None = None
         self._rng = random.Random(
             self.config.seed if self.config.seed is not None else os.urandom(8)
         )
@@ -94,7 +100,18 @@ class ChunkService:
 
     async def put_path(self, path: str | os.PathLike[str]) -> Cid:
         """Import a local file or folder into the store, pinned; its root CID."""
-        return await trio.to_thread.run_sync(self._put_path_sync, os.fspath(path))
+        root = await trio.to_thread.run_sync(self._put_path_sync, os.fspath(path))
+        self._pinned(root)
+        return root
+
+    def use_dht(self, dht: DhtService) -> DhtProviders:
+        """Find providers through the DHT's provider records (then the connected peers)."""
+        self.dht_providers = DhtProviders(self.peer, dht, fallback=self.ask_connected)
+        return self.dht_providers
+
+    def _pinned(self, root: Cid) -> None:
+        for hook in self.pin_hooks:
+            hook(root)
 
     def _put_path_sync(self, path: str) -> Cid:
         if not os.path.lexists(path):
@@ -124,6 +141,8 @@ class ChunkService:
                 blocks_max=session.blocks_max,
                 walk=False,
             )
+        if providers is None and self.dht_providers is not None:
+            providers = self.dht_providers.for_roots(roots)
         fetch = Fetch(
             self.peer,
             self.store,
@@ -154,6 +173,7 @@ class ChunkService:
                 raise FetchFailed(f"{cid}: {fetched.error}")
             if pin:
                 await trio.to_thread.run_sync(self.store.pin, PIN_PREFIX + cid.encode(), [cid])
+                self._pinned(cid)
             try:
                 await trio.to_thread.run_sync(export_path, self.store.get, cid, target)
             except CorruptChunkError as error:
@@ -224,6 +244,10 @@ class ChunkService:
                 if peer_id != self.peer.peer_id:
                     nursery.start_soon(ask, peer_id)
         return sorted(found)
+
+    async def ask_have(self, peer_id: str, cid: Cid) -> bool:
+        """Whether `peer_id` says it holds the block `cid` (one WANT_HAVES on a new stream)."""
+        return await self._ask_have(peer_id, cid)
 
     async def _ask_have(self, peer_id: str, cid: Cid) -> bool:
         stream = await self.peer.open_stream(peer_id, [PROTOCOL_ID], self.config.have_timeout_s)

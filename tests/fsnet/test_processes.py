@@ -33,7 +33,9 @@ REPLY_TIMEOUT_S = 60.0
 
 
 class Node:
-    def __init__(self, secret: str, members: int, now: int, index: int, folder: Path) -> None:
+    def __init__(
+        self, secret: str, members: int, now: int, index: int, folder: Path, dht: bool = False
+    ) -> None:
         folder.mkdir(parents=True)
         self.store = folder / "store"
         self.log = (folder / "stderr.log").open("wb")
@@ -41,6 +43,8 @@ class Node:
             os.environ, PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])
         )
         args = [secret, str(members), str(now), str(index), str(self.store)]
+        if dht:
+            args.append("dht")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "fsnode", *args],
             stdin=subprocess.PIPE,
@@ -150,3 +154,64 @@ def test_put_read_elsewhere_and_corruption_served_by_another(
     assert (tmp_path / "on-a.bin").read_bytes() == data
     assert got["blocks_fetched"] == 21  # the rot C found earlier, and the rest found now
     assert a.call("stats")["corrupt_blocks"] == 21
+
+
+def _holds(node: Node, root: str) -> bool:
+    return any(root in roots for roots in node.call("pins")["pins"].values())
+
+
+def _wait_for(predicate: Any, timeout_s: float, what: str) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        if predicate():
+            return time.monotonic() - started
+        time.sleep(0.5)
+    raise AssertionError(f"{what}: not within {timeout_s} s")
+
+
+def test_dht_providers_parallel_fetch_and_repair_after_losing_two(tmp_path: Path) -> None:
+    """Five processes on the DHT: a put is replicated to 3, a reader finds the providers
+    through provider records and pulls from several at once, and after two holders die
+    the survivors bring the root back to 3 replicas."""
+    now = int(time.time())
+    nodes = [Node("repl", 5, now, i, tmp_path / f"node-{i}", dht=True) for i in range(5)]
+    try:
+        hub = nodes[0]
+        for node in nodes[1:]:
+            assert node.call("connect", addr=hub.addr)["peer_id"] == hub.peer_id
+        source = tmp_path / "input.bin"
+        data = random.Random(5).randbytes(3 * 1024 * 1024 + 77)  # 13 chunks and a root
+        source.write_bytes(data)
+        origin = nodes[1]
+        root = origin.call("put", path=str(source))["cid"]
+
+        def holders() -> list[Node]:
+            return [n for n in nodes if n.process.poll() is None and _holds(n, root)]
+
+        replicated_s = _wait_for(lambda: len(holders()) >= 3, 60.0, "replication to 3")
+        held = holders()
+        reader = next(n for n in nodes if n not in held)
+        got = reader.call("get", cid=root, dest=str(tmp_path / "read.bin"))
+        assert (tmp_path / "read.bin").read_bytes() == data
+        assert got["ok"] and len(got["by_peer"]) >= 2, got["by_peer"]  # several providers
+        assert set(got["by_peer"]) <= {n.peer_id for n in held}
+        assert reader.call("replication")["provider_lookups"] >= 1
+
+        # Lose two holders that are not the reader (now a holder too) nor the hub.
+        victims = [n for n in holders() if n not in (reader, hub)][:2]
+        assert len(victims) == 2
+        survivors = [n for n in nodes if n not in victims]
+        asks_before = sum(n.call("replication")["asks"] for n in survivors)
+        for victim in victims:
+            victim.process.kill()
+            victim.process.wait()
+        assert len(holders()) == 2  # the reader and one other: the loss left a deficit
+        repaired_s = _wait_for(lambda: len(holders()) >= 3, 90.0, "repair back to 3")
+        assert sum(n.call("replication")["asks"] for n in survivors) > asks_before
+        print(f"replicated in {replicated_s:.1f} s, repaired in {repaired_s:.1f} s")
+    finally:
+        for node in nodes:
+            if node.process.poll() is None:
+                assert node.stop() == 0
+            else:
+                node.log.close()
