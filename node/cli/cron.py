@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +40,7 @@ def register(commands: Any) -> None:
         help="do not start a run while the previous run's workflow is not finished",
     )
     add.add_argument("--spec", required=True, help="ColonyOS workflow spec (JSON file, or -)")
-    _common(add, _add)
+    _checked(add, _add, _check_locally)
     ls = sub.add_parser("ls", help="every cron with its next and last run")
     _common(ls, _ls)
     for name, handler, text in (
@@ -52,6 +53,22 @@ def register(commands: Any) -> None:
         _common(action, handler)
 
 
+def _checked(
+    parser: Any,
+    handler: Callable[[argparse.Namespace, ColonySession], Awaitable[int]],
+    check: Callable[[argparse.Namespace], None],
+) -> None:
+    """As ``work._common``, but ``check`` runs first, before joining the colony."""
+    _common(parser, handler)
+    run = parser.get_default("handler")
+
+    def checked(args: argparse.Namespace) -> int:
+        check(args)
+        return int(run(args))
+
+    parser.set_defaults(handler=checked)
+
+
 def utc(ms: int) -> str:
     if ms <= 0:
         return "-"
@@ -62,8 +79,8 @@ def _schedule_of(view: dict[str, Any]) -> str:
     return view["cronexpression"] or f"every {view['interval']} s"
 
 
-def _check_locally(args: argparse.Namespace) -> str:
-    """The workflow's JSON text, after the checks the ledger will make."""
+def _check_locally(args: argparse.Namespace) -> None:
+    """Make the checks the ledger will make; keep the workflow's JSON text in ``args``."""
     from colonymesh.node.ledger import cronexpr
     from colonymesh.node.spec import SpecError, parse_workflow_spec
 
@@ -79,11 +96,11 @@ def _check_locally(args: argparse.Namespace) -> str:
         parse_workflow_spec(document)
     except SpecError as error:
         raise InputError(f"{args.spec}: {error}") from None
-    return json.dumps(document)
+    args.workflow_text = json.dumps(document)
 
 
 async def _add(args: argparse.Namespace, colony: ColonySession) -> int:
-    workflow = _check_locally(args)
+    workflow = args.workflow_text
     try:
         cron_id = await colony.add_cron(
             args.name,

@@ -14,7 +14,7 @@ import argparse
 import json
 from typing import TYPE_CHECKING, Any
 
-from colonymesh.node.cli.cron import utc
+from colonymesh.node.cli.cron import _checked, utc
 from colonymesh.node.cli.output import emit
 from colonymesh.node.cli.work import _common, _read_json, _table
 from colonymesh.node.errors import ColonymeshError, InputError
@@ -38,7 +38,7 @@ def register(commands: Any) -> None:
         default=0,
         help="or this many seconds after the oldest waiting arg was packed (0: never)",
     )
-    _common(add, _add)
+    _checked(add, _add, _check_locally)
     pack = sub.add_parser("pack", help="append an argument to a generator")
     pack.add_argument("generator", help="the generator's name or id")
     pack.add_argument("arg", help="the argument (a string)")
@@ -54,7 +54,7 @@ def register(commands: Any) -> None:
         _common(action, handler)
 
 
-def _check_locally(args: argparse.Namespace) -> str:
+def _check_locally(args: argparse.Namespace) -> None:
     from colonymesh.node.spec import SpecError, parse_workflow_spec
 
     if args.trigger < 1:
@@ -66,11 +66,11 @@ def _check_locally(args: argparse.Namespace) -> str:
         parse_workflow_spec(document)
     except SpecError as error:
         raise InputError(f"{args.spec}: {error}") from None
-    return json.dumps(document)
+    args.workflow_text = json.dumps(document)
 
 
 async def _add(args: argparse.Namespace, colony: ColonySession) -> int:
-    workflow = _check_locally(args)
+    workflow = args.workflow_text
     try:
         generator_id = await colony.add_generator(
             args.name, workflow, trigger=args.trigger, timeout_s=args.timeout
