@@ -39,7 +39,7 @@ import time
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -58,6 +58,13 @@ from colonymesh.node.colony.protocol import (
     WaitWork,
 )
 from colonymesh.node.colony.scheduler import ListCrons, ListGenerators
+from colonymesh.node.colony.specgossip import (
+    SPECS_TOPIC,
+    NotASubmission,
+    Relayed,
+    RelaySpec,
+    submission_id,
+)
 from colonymesh.node.envelope import EnvelopeSealer
 from colonymesh.node.errors import ColonymeshError
 from colonymesh.node.identity import Signer
@@ -125,6 +132,12 @@ _REPLAYED = "was already accepted"
 LOST_ANSWER = "delivered before (applied or refused); its answer was lost with the server"
 
 
+class Publisher(Protocol):
+    """What the client needs of a gossip service: publish a message on a topic."""
+
+    async def publish(self, topic: str, data: bytes) -> bytes: ...
+
+
 class ColonyUnavailable(ColonymeshError):
     """No server peer answered in time (none reachable, or no leader elected)."""
 
@@ -141,6 +154,7 @@ class ClientStatistics:
     resent: int = 0  # the same frame sent again after a failure or a not-committed answer
     lost_answers: int = 0  # a re-sent frame turned out delivered before
     discoveries: int = 0  # rounds of asking connected peers where the leader is
+    gossiped: int = 0  # submissions published on the specs topic (leader unreachable)
 
 
 class ColonyClient:
@@ -151,10 +165,15 @@ class ColonyClient:
         *,
         timeout_s: float = 15.0,
         directory: ServerDirectory | None = None,
+        gossip: Publisher | None = None,
+        direct_timeout_s: float | None = None,
     ) -> None:
         self.peer = peer
         self.servers = list(servers)
         self.directory = directory or ServerDirectory(peer.config.membership)
+        self.gossip = gossip
+        # How long a submission tries the leader before it goes by gossip.
+        self.direct_timeout_s = direct_timeout_s if direct_timeout_s is not None else timeout_s
         self._directory_seen = -1
         self._discovered_at = -float("inf")
         self.timeout_s = timeout_s
@@ -181,11 +200,12 @@ class ColonyClient:
             answer = await self._deliver(self.seal(body))
         return answer
 
-    async def _deliver(self, frame: bytes) -> Proposed:
+    async def _deliver(self, frame: bytes, timeout_s: float | None = None) -> Proposed:
         cap = self.peer.config.messaging.frame_bytes_max - PROPOSE_OVERHEAD_BYTES
         if len(frame) > cap:  # no server could take it: refuse now rather than retry
             raise CommandRefused(f"command of {len(frame)} bytes exceeds the cap of {cap}")
-        deadline = trio.current_time() + self.timeout_s
+        timeout_s = self.timeout_s if timeout_s is None else timeout_s
+        deadline = trio.current_time() + timeout_s
         candidates = self._candidates()
         last_error = "no server answered"
         maybe_delivered = False
@@ -240,7 +260,7 @@ class ColonyClient:
                 self.stats.lost_answers += 1
                 return Proposed(True, reason=LOST_ANSWER)
             return answer
-        raise ColonyUnavailable(f"command not delivered within {self.timeout_s:g} s ({last_error})")
+        raise ColonyUnavailable(f"command not delivered within {timeout_s:g} s ({last_error})")
 
     async def _reach(self, server: str, deadline: float) -> None:
         """Dial ``server`` with a short deadline unless a connection is up."""
@@ -264,11 +284,62 @@ class ColonyClient:
 
     async def submit(self, spec: dict[str, Any] | str) -> str:
         text = spec if isinstance(spec, str) else json.dumps(spec)
-        return await self.run(SubmitFunction(text, os.urandom(16)))
+        return await self._submit(SubmitFunction(text, os.urandom(16)))
 
     async def submit_workflow(self, workflow: dict[str, Any] | str) -> str:
         text = workflow if isinstance(workflow, str) else json.dumps(workflow)
-        return await self.run(SubmitWorkflow(text, os.urandom(16)))
+        return await self._submit(SubmitWorkflow(text, os.urandom(16)))
+
+    async def _submit(self, body: SubmitFunction | SubmitWorkflow) -> str:
+        """The leader first (fast path); by gossip when it cannot be reached (``specgossip``)."""
+        frame = self.seal(body)
+        try:
+            answer = await self._deliver(frame, self.direct_timeout_s)
+        except ColonyUnavailable as error:
+            return await self._submit_by_gossip(frame, isinstance(body, SubmitWorkflow), error)
+        if answer.applied and answer.reason == LOST_ANSWER:
+            answer = await self._deliver(self.seal(body))  # idempotent by id: ask once more
+        if not answer.applied:
+            raise CommandRefused(answer.reason)
+        return answer.subject
+
+    async def _submit_by_gossip(self, frame: bytes, workflow: bool, cause: Exception) -> str:
+        """Publish the same sealed frame on the specs topic; its id once a server shows it."""
+        try:
+            submission, _ = submission_id(frame, self.peer.config.membership.colony.colony_id)
+        except NotASubmission as error:
+            raise CommandRefused(str(error)) from None
+        log.info("leader unreachable (%s): submitting %s by gossip", cause, submission[:12])
+        if not await self._publish(frame):
+            raise ColonyUnavailable(f"leader unreachable ({cause}) and no peer took the submission")
+        self.stats.gossiped += 1
+        deadline = trio.current_time() + self.timeout_s
+        while trio.current_time() < deadline:
+            try:
+                view = await (self.workflow(submission) if workflow else self.process(submission))
+            except ColonyUnavailable:
+                view = None
+            if view is not None:
+                return submission
+            await trio.sleep(0.1)
+        raise ColonyUnavailable(f"submission {submission} gossiped but not seen committed")
+
+    async def _publish(self, frame: bytes) -> bool:
+        """On our own gossip, else through the first connected peer that relays it."""
+        if self.gossip is not None:
+            try:
+                await self.gossip.publish(SPECS_TOPIC, frame)
+                return True
+            except ColonymeshError as error:
+                log.info("specs not published on our gossip: %s", error)
+        for peer_id in self.peer.connected_peers():
+            try:
+                answer = await self.peer.request(peer_id, RelaySpec(frame), timeout=2.0)
+            except ColonymeshError:
+                continue
+            if isinstance(answer, Relayed) and answer.published:
+                return True
+        return False
 
     # --- reads ------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from colonymesh.node.colony.client import ColonyClient, ColonyUnavailable, Comma
 from colonymesh.node.colony.discovery import DirectoryService, ServerAnnouncer, ServerDirectory
 from colonymesh.node.colony.fscontrol import NodeFiles
 from colonymesh.node.colony.server import LedgerServer
+from colonymesh.node.colony.specgossip import SpecIntake, SpecRelay
 from colonymesh.node.colony.worker import ExecutorService
 from colonymesh.node.colonyfiles import (
     REVOCATIONS_FILE,
@@ -115,11 +116,17 @@ class Roles:
         self.gossip: GossipService | None = None
         self.directory: ServerDirectory | None = None
         self.announcer: ServerAnnouncer | None = None
+        self.intake: SpecIntake | None = None
 
     def status(self) -> dict[str, Any]:
         document: dict[str, Any] = {}
         if self.directory is not None:
             document["discovery"] = self.directory.status()
+        if self.intake is not None:
+            document["specs"] = {
+                **dataclasses.asdict(self.intake.stats),
+                "pending": len(self.intake.pending),
+            }
         if self.dht is not None:
             document["dht"] = {**self.dht.statistics(), "contacts": len(self.dht.routing_table())}
         if self.gossip is not None:
@@ -201,12 +208,16 @@ async def run_node(config: NodeConfig, executor: ExecutorSettings | None = None)
                         state.server, state.directory, state.gossip, state.dht
                     )
                     duties.start_soon(state.announcer.run)
+                    # Submissions gossiped by members that cannot reach the leader.
+                    state.intake = SpecIntake(state.server, state.gossip)
+                    await duties.start(state.intake.run)
                 elif server_config is None and _holds(peer, Role.SERVER):
                     log.warning(
                         "this node holds the server role but %s has no [colony] section "
                         "naming the servers: not serving the ledger",
                         config.path,
                     )
+                SpecRelay(peer, state.gossip, state.intake)  # for members without gossip
                 if executor is not None and kind is not None:
                     duties.start_soon(_run_executor, peer, config, executor, kind, state)
                 log.info(
@@ -258,7 +269,7 @@ async def _run_executor(
             # the server-group announcements (gossip, DHT, or by asking peers).
             log.info("executor: %s; finding the leader by announcement", error)
             servers = []
-        client = ColonyClient(peer, servers, directory=state.directory)
+        client = ColonyClient(peer, servers, directory=state.directory, gossip=state.gossip)
         service = ExecutorService(
             client,
             kind,
