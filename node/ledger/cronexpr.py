@@ -241,24 +241,23 @@ def _time_of_day(
     expression: CronExpression, hour: int, minute: int, second: int
 ) -> tuple[int, int, int] | None:
     """The first allowed (hour, minute, second) at or after the one given, on the same day."""
-    h = _at_or_after(expression.hours, hour)
-    if h is None:
-        return None
-    if h > hour:
-        return h, expression.minutes[0], expression.seconds[0]
-    m = _at_or_after(expression.minutes, minute)
-    if m is None:
-        return _time_of_day(expression, hour + 1, 0, 0) if hour < 23 else None
-    if m > minute:
-        return h, m, expression.seconds[0]
-    s = _at_or_after(expression.seconds, second)
-    if s is None:
-        return (
-            _time_of_day(expression, hour, minute + 1, 0)
-            if minute < 59
-            else (_time_of_day(expression, hour + 1, 0, 0) if hour < 23 else None)
-        )
-    return h, m, s
+    while hour < 24:
+        h = _at_or_after(expression.hours, hour)
+        if h is None:
+            return None
+        if h > hour:
+            hour, minute, second = h, 0, 0
+        m = _at_or_after(expression.minutes, minute)
+        if m is None:  # no allowed minute left in this hour
+            hour, minute, second = hour + 1, 0, 0
+            continue
+        if m > minute:
+            minute, second = m, 0
+        s = _at_or_after(expression.seconds, second)
+        if s is not None:
+            return hour, minute, s
+        hour, minute, second = (hour, minute + 1, 0) if minute < 59 else (hour + 1, 0, 0)
+    return None
 
 
 def _at_or_after(allowed: tuple[int, ...], value: int) -> int | None:
