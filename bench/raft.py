@@ -188,12 +188,18 @@ async def run_ours(
             for clients in levels:
                 syncs0 = [s.statistics().syncs for s in stores]
                 readies0 = leader.stats.readies
+                persist0, lsyncs0 = leader.stats.persist_seconds, leader.stats.syncs
                 latencies, elapsed = await _closed_loop(leader, clients, seconds, payload)
                 row = summary(latencies, elapsed)
                 row["leader_syncs"] = (
                     stores[drivers.index(leader)].statistics().syncs - syncs0[drivers.index(leader)]
                 )
                 row["leader_readies"] = leader.stats.readies - readies0
+                row["leader_persist_ms"] = (
+                    (leader.stats.persist_seconds - persist0)
+                    / max(1, leader.stats.syncs - lsyncs0)
+                    * 1e3
+                )
                 row["all_syncs"] = sum(s.statistics().syncs for s in stores) - sum(syncs0)
                 out[str(clients)] = row
             nursery.cancel_scope.cancel()
@@ -341,7 +347,10 @@ def _line(name: str, row: dict[str, Any]) -> str:
     extra = ""
     if "leader_syncs" in row:
         per = row["commits"] / max(1, row["leader_syncs"])
-        extra = f"  leader fsyncs {row['leader_syncs']} ({per:.1f} commits/fsync)"
+        extra = (
+            f"  leader fsyncs {row['leader_syncs']:.0f} ({per:.1f} commits/fsync,"
+            f" {row['leader_persist_ms']:.2f} ms each)"
+        )
     return (
         f"{name:<34} {row['commits_per_s']:9.0f} commits/s  p50 {row['p50_ms']:7.2f} ms"
         f"  p99 {row['p99_ms']:7.2f} ms{extra}"

@@ -93,6 +93,7 @@ class DriverStatistics:
     refused_messages: int = 0
     readies: int = 0
     syncs: int = 0
+    persist_seconds: float = 0.0  # wall time of the synced persists (thread hop included)
     entries_persisted: int = 0
     entries_applied: int = 0
     snapshots: int = 0
@@ -234,7 +235,9 @@ class RaftDriver:
             for message in ready.messages:  # a leader: followers fsync while we do (§10.2.1)
                 send(message)
         if ready.must_sync or (self.config.sync_commit_only and ready.hard_state is not None):
+            started = trio.current_time()
             await trio.to_thread.run_sync(self._persist, ready)
+            self.stats.persist_seconds += trio.current_time() - started
             self.stats.syncs += 1
             self.stats.entries_persisted += len(ready.entries)
         elif ready.hard_state is not None:
