@@ -17,7 +17,7 @@ By label, ColonyOS's CFS (``colonymesh.node.colony.files``; metadata in the
 ledger, bytes on peers)::
 
     fs put FILE --label /a [--name N]      a new revision of N (default: FILE's name)
-    fs get --label /a NAME [-o PATH]       the latest revision, written atomically
+    fs get --label /a NAME [-o PATH]       the latest revision (or --revision CID), atomically
     fs ls /a                               files under /a (and its sub-labels)
     fs info --label /a NAME                every revision of a file
     fs rm --label /a NAME
@@ -68,6 +68,7 @@ def register(commands: Any) -> None:
     get.add_argument("dest", type=Path, nargs="?")
     _add_label(get)
     get.add_argument("-o", "--output", type=Path, help="where to write (default: ./NAME)")
+    get.add_argument("--revision", default="", help="with --label: the CID of an older revision")
     _add_node_target(get)
     get.set_defaults(handler=_get)
 
@@ -234,10 +235,14 @@ def _get(args: argparse.Namespace) -> int:
     if target.is_dir():
         target = target / name
     info = _node_call(args, "fs.label_info", {"label": args.label, "name": name})
-    latest = info["revisions"][-1]
-    arguments = {"view": latest, "dest": _absolute(target)}
+    revisions = info["revisions"]
+    chosen = [r for r in revisions if r["cid"] == args.revision] if args.revision else revisions
+    if not chosen:
+        raise InputError(f"{args.label}/{name} has no revision {args.revision}")
+    view = chosen[-1]
+    arguments = {"view": view, "dest": _absolute(target)}
     [result] = _transfer(
-        args, "get", [(name, latest["size"], lambda: _node_call(args, "fs.label_fetch", arguments))]
+        args, "get", [(name, view["size"], lambda: _node_call(args, "fs.label_fetch", arguments))]
     )
     emit(args, result, [f"{args.label}/{name} ({result['cid']}) -> {result['dest']}"])
     return 0

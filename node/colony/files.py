@@ -17,7 +17,7 @@ to peers; ``node/fsnet``).
   sub-folders map to sub-labels (``dir/a/b/f`` <-> label ``L/a/b``, name ``f``).
 * snapshots: create, list, read, download into a folder, remove.
 * ``keep_pins``: pin in the local store every CID the ledger references (a
-  label's latest revision or a snapshot) that this store holds, and unpin
+  file's kept revisions, a snapshot's files) that this store holds, and unpin
   those no longer referenced, so the store's GC keeps exactly what the
   colony still names. Every operation that adds or drops references calls it.
 
@@ -253,10 +253,16 @@ class ColonyFiles:
             "by_peer": got.fetched.by_peer,
         }
 
-    async def get(self, label: str, name: str, dest: str | os.PathLike[str]) -> dict[str, Any]:
-        """Write the latest revision of ``name`` under ``label`` to ``dest`` (atomically)."""
+    async def get(
+        self, label: str, name: str, dest: str | os.PathLike[str], *, revision: str = ""
+    ) -> dict[str, Any]:
+        """Write the latest revision of ``name`` under ``label`` (or the one whose CID is
+        ``revision``) to ``dest``, atomically."""
         revisions = (await self.info(label, name))["revisions"]
-        return await self.fetch_to(revisions[-1], Path(dest))
+        chosen = [r for r in revisions if r["cid"] == revision] if revision else revisions[-1:]
+        if not chosen:
+            raise FileNotInColony(f"{label}/{name} has no revision {revision}")
+        return await self.fetch_to(chosen[-1], Path(dest))
 
     async def snapshot_get(
         self, id_or_name: str, dest_dir: str | os.PathLike[str]

@@ -246,7 +246,8 @@ class RoutingTable:
         return list(bucket.contacts) if bucket is not None else []
 
     def closest(self, target: int, n: int, exclude: bytes | None = None) -> list[PeerInfo]:
-        """The `n` live-looking contacts closest to `target`, nearest first.
+        """The `n` live-looking contacts closest to `target`, nearest first (the
+        failing ones only when no live-looking contact is left).
 
         Buckets are visited in distance order instead of scanning the whole table:
         with `i` the bucket `target` falls in, bucket `i` holds the contacts nearer
@@ -261,18 +262,28 @@ class RoutingTable:
         groups.extend([j] for j in sorted(b for b in buckets if b > i))
         fmax = self.failures_max
         found: list[tuple[int, PeerInfo]] = []
+        failing: list[tuple[int, PeerInfo]] = []
         for group in groups:
             for j in group:
                 bucket = buckets.get(j)
                 if bucket is None:
                     continue
                 for c in bucket.contacts.values():
-                    if c.failures < fmax and c.info.public_key != exclude:
+                    if c.info.public_key == exclude:
+                        continue
+                    if c.failures < fmax:
                         found.append((c.node_id ^ target, c.info))
+                    elif not found:
+                        failing.append((c.node_id ^ target, c.info))
             if len(found) >= n:
                 break
-        found.sort(key=lambda pair: pair[0])
-        return [info for _, info in found[:n]]
+        # Contacts that stopped answering stay in their bucket until a replacement
+        # exists; when nothing else is left, they are all we can ask. Excluding them
+        # then would wedge a peer whose only contact (its bootstrap) once timed out:
+        # it would never ask again, and so never hear the answer that clears it.
+        pool = found or failing
+        pool.sort(key=lambda pair: pair[0])
+        return [info for _, info in pool[:n]]
 
     # --- refresh ------------------------------------------------------------------
 

@@ -298,10 +298,15 @@ class FsMeta:
         return self.snapshots[by_name] if by_name is not None else None
 
     def referenced_cids(self) -> list[str]:
-        """Every CID a label's latest revision or a snapshot names (what peers keep pinned)."""
+        """Every CID a kept revision or a snapshot names: what peers holding it keep pinned.
+
+        Every kept revision, not only the latest: revisions are immutable and
+        readable by their CID until the cap drops them.
+        """
         found: dict[str, None] = {}
         for _, _, revisions in self.files_under("/"):
-            found[revisions[-1].cid] = None
+            for revision in revisions:
+                found[revision.cid] = None
         for snap in self.snapshots.values():
             for item in snap.files:
                 found[item.revision.cid] = None

@@ -46,13 +46,13 @@ from colonymesh.node.colonyfiles import (
 )
 from colonymesh.node.config import ExecutorSettings, NodeConfig
 from colonymesh.node.control import ControlServer, check_address
-from colonymesh.node.dht.control import discovery_commands
 from colonymesh.node.dht.driver import DhtService, DhtServiceConfig
 from colonymesh.node.errors import ColonymeshError, InputError
 from colonymesh.node.fsnet.control import fs_commands
 from colonymesh.node.fsnet.service import ChunkService
 from colonymesh.node.gossip.driver import GossipService, GossipServiceConfig
 from colonymesh.node.identity import read_key_file
+from colonymesh.node.peer.discovery_commands import discovery_commands
 from colonymesh.node.peer.peer import Peer, PeerConfig
 
 log = logging.getLogger("colonymesh.node")

@@ -73,6 +73,9 @@ async def test_labels_revisions_sync_and_snapshots_through_the_cli(
             got = await ok("fs", "get", "a.txt", "--label", "/in", "-o", tmp_path / "got.txt", *b)
             assert (tmp_path / "got.txt").read_text() == "two"
             assert got["by_peer"] == {colony.client.peer.peer_id: 1}
+            first = tmp_path / "first.txt"
+            await ok("fs", "get", "a.txt", "-l", "/in", "--revision", put["cid"], "-o", first, *b)
+            assert first.read_text() == "one"  # an older revision stays readable (pinned)
 
             work = tmp_path / "work"
             synced = await ok("fs", "sync", "-l", "/in", "-d", work, *b)

@@ -276,7 +276,7 @@ class FsMetaMachine(RuleBasedStateMachine):
             snap = self.meta.snapshot(name)
             assert snap is not None
             assert [(f.label, f.revision.name, f.revision.cid) for f in snap.files] == expected
-        referenced = {v[-1] for v in self.model.values()} | {
+        referenced = {cid for history in self.model.values() for cid in history} | {
             cid for files in self.snaps.values() for _, _, cid in files
         }
         assert set(self.meta.referenced_cids()) == referenced

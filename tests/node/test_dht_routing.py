@@ -233,3 +233,18 @@ def test_operations_are_bounded() -> None:
     node.get_providers(b"k", 0.0)
     with pytest.raises(DhtBusy):
         node.find_node(bytes(32), 0.0)
+
+
+def test_a_table_of_failing_contacts_still_hands_them_out() -> None:
+    """A peer whose only contact (its bootstrap) timed out must ask it again: the answer
+    is what clears the failures. Seen with 20 node processes starting under load."""
+    table = RoutingTable(SELF, k=2, failures_max=2, probe_after_s=1e9)
+    keys = keys_in_bucket(SELF, 255, 2)
+    table.observe(PeerInfo(keys[0]), 0.0)
+    table.record_failure(keys[0], 1.0)
+    table.record_failure(keys[0], 2.0)
+    assert [p.public_key for p in table.closest(0, 5)] == [keys[0]]
+    table.observe(PeerInfo(keys[1]), 3.0)  # a live one again: the failing one steps aside
+    assert [p.public_key for p in table.closest(0, 5)] == [keys[1]]
+    table.observe(PeerInfo(keys[0]), 4.0)  # it answered: failures cleared
+    assert sorted(p.public_key for p in table.closest(0, 5)) == sorted(keys)
