@@ -11,7 +11,8 @@ functions, then runs ``concurrency`` slots. Each slot:
 3. runs the process under its ``maxexectime`` (killed locally on expiry; the
    ledger re-queues it on its own clock), while a watcher long-polls the
    process and cancels the run if it was cancelled, failed with its workflow,
-   or taken away;
+   or taken away; a spec with ``fs`` directives has its folders synced
+   before and after the run (``fssync.py``, when the service's ``fs`` is set);
 4. closes it with the output, or fails it with the error.
 
 On start it reconciles: processes the ledger still assigns to it (left by a
