@@ -81,8 +81,9 @@ async def test_kill_9_of_the_leader_loses_nothing_acknowledged(tmp_path: Path) -
         f"first commit acknowledged at {gap_s * 1000:.0f} ms "
         f"(election timeout {ELECTION_TIMEOUT_S * 1000:.0f} ms)"
     )
-    # A follower campaigns within [T, 2T) of the last heartbeat; then a vote round trip.
-    assert gap_s < 2 * ELECTION_TIMEOUT_S + 1.0
+    # A follower campaigns within [T, 2T) of the last heartbeat, then a pre-vote and a vote
+    # round trip and an fsync: ~0.5 s measured idle, ~0.95 s on a box at load 12 on 2 cores.
+    assert gap_s < 2 * ELECTION_TIMEOUT_S + 1.4
 
     logs = [[tuple(row) for row in d["log"]] for d in dumps]
     assert all(log == logs[0] for log in logs), "replicas applied different logs"
