@@ -75,7 +75,9 @@ class StateMachine(Protocol):
     def apply(self, entry: Entry) -> Any:
         """Apply one committed NORMAL entry; the result goes to its proposer."""
 
-    def snapshot(self) -> bytes: ...
+    def snapshot(self) -> bytes:
+        """The whole state as bytes. Runs in a worker thread: it must only read
+        (the driver applies nothing meanwhile)."""
 
     def restore(self, data: bytes) -> None: ...
 
