@@ -325,3 +325,31 @@ def _mutate(value: object, data: st.DataObject) -> object:
         index = data.draw(st.integers(0, len(value) - 1))
         return [*value[:index], _mutate(value[index], data), *value[index + 1 :]]
     return data.draw(PLAIN)
+
+
+@given(st.text(max_size=12), st.text(max_size=12), st.text(max_size=12))
+def test_any_query_gets_a_document_or_none(op: str, label: str, name: str) -> None:
+    from colonymesh.node.colony.fsviews import OPS, answer
+
+    meta = FsMeta()
+    meta.add_file("/a", rev("f", A))
+    meta.create_snapshot("id", "s", "/", 0, KEY)
+    for query in (op, *OPS):
+        document = answer(meta, query, label, name)
+        assert document is None or isinstance(document, dict)
+    assert answer(meta, "ls", "", "") == {
+        "label": "/",
+        "files": [
+            {
+                "label": "/a",
+                "name": "f",
+                "size": 1,
+                "cid": A,
+                "added_ms": 0,
+                "adder": answer(meta, "revisions", "/a", "f")["revisions"][0]["adder"],  # type: ignore[index]
+                "addrs": ["/ip4/127.0.0.1/tcp/1"],
+                "revisions": 1,
+            }
+        ],
+        "truncated": False,
+    }
