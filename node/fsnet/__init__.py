@@ -4,6 +4,14 @@
 * ``serve``   -- `BlockServer`: answers peers' want-lists from the chunk store.
 * ``fetch``   -- `Fetch`: drives one exchange session (parallel, verified) over streams.
 * ``service`` -- `ChunkService`: put / get / ls / info for one peer and its store.
+* ``providers`` -- `DhtProviders`: announce pinned roots, find providers (DHT records).
+* ``replicate`` -- `ReplicationService`: keeps k replicas of every pinned root.
+
+A node wires distribution with::
+
+    chunks = ChunkService(peer, store)
+    dht = await nursery.start(DhtService(peer, DhtServiceConfig()).run)
+    await nursery.start(ReplicationService(chunks, chunks.use_dht(dht)).run)
 """
 
 from colonymesh.node.fsnet.fetch import FetchResult, Providers
