@@ -162,6 +162,7 @@ class ColonyFiles:
         self._puts_in_flight += 1
         try:
             cid, size = await trio.to_thread.run_sync(self._import_file, source)
+            self._announce(cid)
             # Adding the latest CID again changes nothing, so a delivery whose
             # answer was lost (the client's LOST_ANSWER) needs no reconciling.
             await self.client.run(
@@ -171,11 +172,17 @@ class ColonyFiles:
             self._puts_in_flight -= 1
         return {"label": label, "name": name, "cid": cid.encode(), "size": size}
 
+    def _announce(self, cid: Cid) -> None:
+        """Tell the chunk service's pin hooks (provider records, replication) we hold ``cid``."""
+        for hook in self.chunks.pin_hooks:
+            hook(cid)
+
     def _import_file(self, source: Path) -> tuple[Cid, int]:
         store = self.chunks.store
         try:
-            with store.holding():
-                root = import_file(source, store.put)
+            with store.holding(), store.batch() as sink:
+                root = import_file(source, sink.put)
+                sink.flush()  # every block durable before the pin names them
                 store.pin(PIN_PREFIX + root.cid.encode(), [root.cid])
         except FsError as error:
             raise InputError(f"{source}: {error}") from None
@@ -241,6 +248,7 @@ class ColonyFiles:
         got = await self.chunks.get(cid, part, providers=self._providers([view]), pin=False)
         try:
             await trio.to_thread.run_sync(self.chunks.store.pin, PIN_PREFIX + cid.encode(), [cid])
+            self._announce(cid)
             await trio.to_thread.run_sync(_replace, part, dest)
         finally:
             await trio.to_thread.run_sync(_remove, part)
