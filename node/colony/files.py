@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,9 +114,11 @@ class ColonyFiles:
         self.client = client
         self.chunks = chunks
         self.peer = client.peer
-        # Puts between their pin and their ledger commit: keep_pins must not
-        # drop a pin the ledger does not reference *yet*.
-        self._puts_in_flight = 0
+        # CIDs a put pinned that the ledger may not reference yet: keep_pins
+        # must not drop them. The lock orders a put's pin against keep_pins'
+        # replacement (both run on worker threads).
+        self._fresh: set[str] = set()
+        self._pin_lock = threading.Lock()
 
     # --- reading the ledger ---------------------------------------------------------
 
@@ -159,9 +162,8 @@ class ColonyFiles:
         _label(label)
         if not source.is_file():
             raise InputError(f"{source}: not a regular file")
-        self._puts_in_flight += 1
+        cid, size = await trio.to_thread.run_sync(self._import_file, source)
         try:
-            cid, size = await trio.to_thread.run_sync(self._import_file, source)
             self._announce(cid)
             # Adding the latest CID again changes nothing, so a delivery whose
             # answer was lost (the client's LOST_ANSWER) needs no reconciling.
@@ -169,7 +171,8 @@ class ColonyFiles:
                 AddFile(label, name, size, cid.encode(), tuple(self.peer.listen_addrs[:8]))
             )
         finally:
-            self._puts_in_flight -= 1
+            with self._pin_lock:
+                self._fresh.discard(cid.encode())
         return {"label": label, "name": name, "cid": cid.encode(), "size": size}
 
     def _announce(self, cid: Cid) -> None:
@@ -183,7 +186,9 @@ class ColonyFiles:
             with store.holding(), store.batch() as sink:
                 root = import_file(source, sink.put)
                 sink.flush()  # every block durable before the pin names them
-                store.pin(PIN_PREFIX + root.cid.encode(), [root.cid])
+                with self._pin_lock:
+                    self._fresh.add(root.cid.encode())
+                    store.pin(PIN_PREFIX + root.cid.encode(), [root.cid])
         except FsError as error:
             raise InputError(f"{source}: {error}") from None
         except OSError as error:
@@ -332,12 +337,9 @@ class ColonyFiles:
         if found is None:
             return {"pinned": 0}
         store = self.chunks.store
-        only_add = self._puts_in_flight > 0
 
         def apply() -> int:
             pins: dict[str, list[Cid]] = {}
-            if only_add:  # a put's pin may not be referenced yet: drop nothing now
-                pins = {k: list(v) for k, v in store.pins().items() if k.startswith(PIN_PREFIX)}
             for text in found["cids"]:
                 try:
                     cid = Cid.parse(text)
@@ -345,10 +347,13 @@ class ColonyFiles:
                     continue
                 if store.has(cid):
                     pins[PIN_PREFIX + text] = [cid]
-            try:
-                store.replace_pins(PIN_PREFIX, dict(pins))
-            except StoreError as error:
-                log.warning("fs: could not update pins: %s", error)
+            with self._pin_lock:
+                for text in self._fresh:  # pinned by a put whose commit is under way
+                    pins[PIN_PREFIX + text] = [Cid.parse(text)]
+                try:
+                    store.replace_pins(PIN_PREFIX, dict(pins))
+                except StoreError as error:
+                    log.warning("fs: could not update pins: %s", error)
             return len(pins)
 
         return {"pinned": await trio.to_thread.run_sync(apply)}

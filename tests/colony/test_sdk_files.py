@@ -9,6 +9,7 @@ import trio
 import colonymesh
 from colonymesh.executors.python import PythonFunctions
 from colonymesh.node.certs import Membership, Role
+from colonymesh.node.colony.files import PIN_PREFIX
 from colonymesh.node.colony.local import LocalColonyConfig, open_local_colony
 
 
@@ -38,3 +39,14 @@ async def test_an_app_puts_a_labelled_file_another_member_gets_it(tmp_path: Path
                 got = await local.files.get("/reports", "report.csv", tmp_path / "copy.csv")
                 assert (tmp_path / "copy.csv").read_text() == "a,b\n1,2\n"
                 assert got["by_peer"] == {app.peer.peer_id: 1}
+
+                # A put's pin survives a pin update that runs before its commit lands.
+                extra = tmp_path / "extra.txt"
+                extra.write_text("not committed yet")
+                cid, _ = await trio.to_thread.run_sync(files._import_file, extra)
+                await files.keep_pins()
+                assert PIN_PREFIX + cid.encode() in files.chunks.store.pins()
+                files._fresh.discard(cid.encode())  # as put does once the commit is in
+                await files.keep_pins()  # never committed: the ledger does not name it
+                pins = files.chunks.store.pins()
+                assert PIN_PREFIX + cid.encode() not in pins and PIN_PREFIX + put["cid"] in pins
