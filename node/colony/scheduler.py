@@ -6,9 +6,12 @@ now (``CronBook.due``, ``GeneratorBook.due``), proposes the firing command
 (``FireCron(id, due_ms)``, ``FireGenerator(id, run)``) through Raft. The
 ledger's rules make each firing apply at most once, so this loop needs no
 coordination with other servers: after a leader change both the old and the
-new leader may propose the same tick, and one of them is refused. Ledger
-time moves with the leader's ticks, and every applied entry wakes the loop,
-so a cron fires within one tick interval of its due time.
+new leader may propose the same tick, and one of them is refused.
+
+Ledger time moves with the leader's ticks; when this server's clock passes
+the next cron tick or generator timeout before its regular tick does, it
+proposes a ``Tick`` itself, so a firing applies milliseconds after its due
+time rather than up to a tick interval late.
 
 It also answers ``colony.list_crons`` and ``colony.list_generators`` from
 this replica, with the documents ``crons.cron_view`` and
@@ -34,7 +37,7 @@ import trio
 
 from colonymesh.node.colony.protocol import Proposed, View
 from colonymesh.node.envelope import EnvelopeSealer, message
-from colonymesh.node.ledger.commands import FireCron, FireGenerator
+from colonymesh.node.ledger.commands import FireCron, FireGenerator, Tick
 from colonymesh.node.ledger.crons import cron_view
 from colonymesh.node.ledger.generators import generator_view
 from colonymesh.node.ledger.ledger import Ledger
@@ -45,6 +48,7 @@ from colonymesh.node.schema import limit
 log = logging.getLogger("colonymesh.node.colony")
 
 IDLE_WAKE_S = 1.0  # re-check even when nothing was applied (leadership may have changed)
+MIN_GAP_S = 0.02  # between two scans of the due crons and generators
 LIST_MAX = 10_000
 RECENT_MAX = 64
 
@@ -90,11 +94,39 @@ class TriggerScheduler:
             changed = self._changed()
             if self._is_leader():
                 await self._fire_due()
-            with trio.move_on_after(IDLE_WAKE_S):
+            # Under load entries apply thousands of times a second; a scan per
+            # MIN_GAP_S is plenty (ledger time moves by ticks 0.5 s apart).
+            await trio.sleep(MIN_GAP_S)
+            with trio.move_on_after(self._sleep_s()):
                 await changed.wait()
+
+    def _next_due_ms(self) -> int | None:
+        """The earliest cron tick or generator timeout still ahead of ledger time."""
+        ledger = self.ledger
+        ahead = [
+            c.next_due_ms for c in ledger.crons.crons.values() if c.next_due_ms > ledger.now_ms
+        ]
+        ahead += [
+            deadline
+            for g in ledger.generators.generators.values()
+            if (deadline := g.deadline_ms()) is not None and deadline > ledger.now_ms
+        ]
+        return min(ahead, default=None)
+
+    def _sleep_s(self) -> float:
+        due = self._next_due_ms()
+        if due is None:
+            return IDLE_WAKE_S
+        return min(IDLE_WAKE_S, max(0.0, due / 1000 - time.time()))
 
     async def _fire_due(self) -> None:
         ledger = self.ledger
+        due = self._next_due_ms()
+        now = time.time()
+        if due is not None and now * 1000 >= due:
+            # Our clock passed a tick the ledger's has not reached: tick now
+            # rather than wait up to a tick interval for the regular one.
+            await self._propose_frame(self._sealer.seal(Tick(int(now * 1000)), now))
         bodies: list[FireCron | FireGenerator] = [
             FireCron(cron_id, due) for cron_id, due in ledger.crons.due(ledger)
         ]
