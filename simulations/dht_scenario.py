@@ -430,6 +430,8 @@ def scenario(seed: int, peers: int, duration: float | None) -> ScenarioResult:
         lookups=min(base.lookups, max(100, 10 * peers)),
         provides=provides,
         provider_lookups=2 * provides,
+        join_spread_s=min(base.join_spread_s, max(10.0, peers / 30)),
+        settle_s=min(base.settle_s, max(10.0, peers / 100)),
     )
     if duration is not None:
         if duration <= 0:

@@ -111,7 +111,7 @@ def test_dropping_the_nearest_answer_fails_the_success_floor(
 def test_same_seed_same_json_across_hash_seeds() -> None:
     code = (
         "import json;from colonymesh.simulations.runner import run_scenario,deterministic_view;"
-        "print(json.dumps(deterministic_view(run_scenario('dht',24,5,duration=10.0,"
+        "print(json.dumps(deterministic_view(run_scenario('dht',16,5,duration=10.0,"
         "report_to=None)),sort_keys=True))"
     )
     outs = []
@@ -123,7 +123,7 @@ def test_same_seed_same_json_across_hash_seeds() -> None:
         assert done.returncode == 0, done.stderr
         outs.append(done.stdout)
     assert outs[0] == outs[1]
-    here = run_scenario("dht", 24, 5, duration=10.0, report_to=None)
+    here = run_scenario("dht", 16, 5, duration=10.0, report_to=None)
     assert json.dumps(deterministic_view(here), sort_keys=True) + "\n" == outs[0]
     assert json.loads(outs[0])["violations"] == 0
 
