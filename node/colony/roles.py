@@ -7,7 +7,9 @@ certificate and ``node.toml`` ask for:
 * **server** — the certificate holds the ``server`` role and the config has a
   ``[colony]`` section: a :class:`LedgerServer` runs in the node's nursery,
   its Raft log under ``STATE_DIR/ledger``. The founding voters are
-  ``[colony] servers`` (static for now). Every replica must build the same
+  ``[colony] servers``; other server-role peers with the same ``[colony]``
+  section start as spares that the leader adds when a voter dies
+  (:mod:`colonymesh.node.colony.membership`). Every replica must build the same
   genesis ledger, so its inputs come only from files all servers share: the
   colony descriptor and the founding servers' certificates (listed in
   ``server_certificates``, or found in the colony folder's ``members/``).
@@ -159,17 +161,18 @@ def pinned_genesis(
 
 
 def serves_ledger(peer: Peer, settings: ColonySettings | None) -> bool:
-    """Whether this node is a founding server (and can prove it)."""
+    """Whether this node serves the ledger: a founding or spare server (it holds the role)."""
     certificate = peer.certificate
     if settings is None or certificate is None or not certificate.has_role(Role.SERVER):
         return False
     if peer.peer_id not in settings.servers:
-        log.warning(
-            "node %s holds the server role but is not in [colony] servers: not serving the "
-            "ledger (adding voters is not supported yet)",
+        # A spare: it replicates nothing until the leader adds it to the group
+        # (node/colony/membership.py), then serves like a founding server.
+        log.info(
+            "node %s holds the server role but is not in [colony] servers: serving the "
+            "ledger as a spare server",
             peer.peer_id,
         )
-        return False
     return True
 
 

@@ -35,6 +35,7 @@ from colonymesh.node.colony import roles
 from colonymesh.node.colony.client import ColonyClient, ColonyUnavailable, CommandRefused
 from colonymesh.node.colony.discovery import DirectoryService, ServerAnnouncer, ServerDirectory
 from colonymesh.node.colony.fscontrol import NodeFiles
+from colonymesh.node.colony.membership import VOTER_DEAD_ELECTION_TIMEOUTS, GroupKeeper
 from colonymesh.node.colony.server import LedgerServer
 from colonymesh.node.colony.specgossip import SpecIntake, SpecRelay
 from colonymesh.node.colony.worker import ExecutorService
@@ -117,6 +118,7 @@ class Roles:
         self.directory: ServerDirectory | None = None
         self.announcer: ServerAnnouncer | None = None
         self.intake: SpecIntake | None = None
+        self.keeper: GroupKeeper | None = None
 
     def status(self) -> dict[str, Any]:
         document: dict[str, Any] = {}
@@ -142,6 +144,8 @@ class Roles:
                 "voters": list(raft.conf.voters),
                 "processes": self.server.ledger.counts(),
                 "executors": len(self.server.ledger.executors),
+                "learners": list(raft.conf.learners),
+                "group": dataclasses.asdict(self.keeper.stats) if self.keeper else {},
             }
         if self.executor is not None or self.executor_error:
             service = self.executor
@@ -211,6 +215,14 @@ async def run_node(config: NodeConfig, executor: ExecutorSettings | None = None)
                     # Submissions gossiped by members that cannot reach the leader.
                     state.intake = SpecIntake(state.server, state.gossip)
                     await duties.start(state.intake.run)
+                    # The leader replaces dead voters with spare server-role peers.
+                    state.keeper = GroupKeeper(
+                        state.server,
+                        lambda: roles.admitted_servers(peer),
+                        voter_dead_s=VOTER_DEAD_ELECTION_TIMEOUTS
+                        * server_config.raft.election_timeout_s,
+                    )
+                    duties.start_soon(state.keeper.run)
                 elif server_config is None and _holds(peer, Role.SERVER):
                     log.warning(
                         "this node holds the server role but %s has no [colony] section "
