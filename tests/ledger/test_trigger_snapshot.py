@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from colonymesh.node import wire
 from colonymesh.node.ledger.commands import (
@@ -15,8 +18,11 @@ from colonymesh.node.ledger.commands import (
     PackGenerator,
     Tick,
 )
+from colonymesh.node.ledger.crons import decode_crons, encode_crons
+from colonymesh.node.ledger.generators import decode_generators, encode_generators
 from colonymesh.node.ledger.ledger import Ledger
 from colonymesh.node.ledger.snapshot import SnapshotError
+from colonymesh.node.ledger.triggers import RecordError
 from support.colony import Member
 from support.ledger import LedgerHarness, make_harness, spec
 
@@ -112,3 +118,46 @@ def test_a_ledger_without_triggers_writes_no_trigger_keys() -> None:
     h.tick(1)
     document = _document(h)
     assert "crons" not in document and "generators" not in document
+
+
+PLAIN = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**64), 2**64)
+    | st.text(max_size=20)
+    | st.binary(max_size=8),
+    lambda inner: st.lists(inner, max_size=14),
+    max_leaves=40,
+)
+SAMPLE = scheduled()
+CRON_RECORDS = encode_crons(SAMPLE.ledger.crons)
+GENERATOR_RECORDS = encode_generators(SAMPLE.ledger.generators)
+
+
+@settings(max_examples=200, deadline=None)
+@given(PLAIN)
+def test_decoding_any_plain_data_is_a_book_or_a_record_error(value: object) -> None:
+    for decode in (decode_crons, decode_generators):
+        with contextlib.suppress(RecordError):
+            decode(value, "lab")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_a_record_with_any_field_replaced_decodes_or_is_a_record_error(data: st.DataObject) -> None:
+    record = list(data.draw(st.sampled_from(CRON_RECORDS)))
+    record[data.draw(st.integers(0, len(record) - 1))] = data.draw(PLAIN)
+    try:
+        crons = decode_crons([record], "lab")
+    except RecordError:
+        crons = None
+    if crons is not None:  # what decodes encodes back to the same record
+        assert encode_crons(crons) == [record]
+    record = list(data.draw(st.sampled_from(GENERATOR_RECORDS)))
+    record[data.draw(st.integers(0, len(record) - 1))] = data.draw(PLAIN)
+    try:
+        generators = decode_generators([record], "lab")
+    except RecordError:
+        generators = None
+    if generators is not None:
+        assert encode_generators(generators) == [record]
