@@ -72,7 +72,10 @@ def _checked(
 def utc(ms: int) -> str:
     if ms <= 0:
         return "-"
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, OSError, ValueError):  # past the calendar: crons.NEVER_MS
+        return "never"
 
 
 def _schedule_of(view: dict[str, Any]) -> str:

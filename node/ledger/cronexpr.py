@@ -40,6 +40,10 @@ from datetime import UTC, datetime
 EXPRESSION_CHARS_MAX = 256
 # Search horizon: a leap day on a given weekday recurs within 28 years.
 _SEARCH_YEARS_MAX = 30
+# Past this instant (the year 9000) nothing fires again: calendars end at 9999
+# and ledger time is whatever the servers tick, so it is bounded here.
+LATEST_MS = 221_845_392_000_000
+NEVER_MS = 2**62
 
 
 class CronSyntaxError(ValueError):
@@ -203,7 +207,13 @@ def _check_feasible(expression: CronExpression) -> None:
 
 
 def next_after(expression: CronExpression, after_ms: int) -> int:
-    """The first fire time (whole second, in ms) strictly after ``after_ms``."""
+    """The first fire time (whole second, in ms) strictly after ``after_ms``.
+
+    :data:`NEVER_MS` after :data:`LATEST_MS`, or before the Unix epoch is
+    not a question the ledger asks (its clock starts at the colony's birth).
+    """
+    if not 0 <= after_ms < LATEST_MS:
+        return NEVER_MS
     start = after_ms // 1000 + 1
     moment = datetime.fromtimestamp(start, UTC)
     year, month, day = moment.year, moment.month, moment.day

@@ -163,3 +163,10 @@ def test_overlong_and_non_text_expressions_are_refused() -> None:
         parse("0 " * 200)
     with pytest.raises(CronSyntaxError, match="text"):
         parse(5)  # type: ignore[arg-type]
+
+
+def test_beyond_the_calendar_nothing_fires_and_nothing_raises() -> None:
+    every_second = parse("* * * * * *")
+    assert next_after(every_second, cronexpr.LATEST_MS - 1) == cronexpr.LATEST_MS
+    for instant in (cronexpr.LATEST_MS, 2**63 - 1, -1, -(2**63)):
+        assert next_after(every_second, instant) == cronexpr.NEVER_MS
