@@ -37,7 +37,8 @@ How it works
   announces it and calls `on_fetched(root, ok, now)`, which tracks it.
 
 Invariants: at most `asks_per_check_max` asks per check; a root is fetched
-by at most one `FetchRoot` at a time; nothing is ever iterated from a set
+by at most one `FetchRoot` at a time, and at most `fetches_max` roots at
+once (a member cannot make us fetch without bound); nothing is ever iterated from a set
 where order matters; the peer's own id never appears in an `AskReplicate`.
 Pure: no I/O, no clock, randomness only from the injected `random.Random`.
 
@@ -76,6 +77,7 @@ class ReplicationConfig:
     repair_timeout_s: float = 300.0
     failed_cooldown_s: float = 1800.0
     asks_per_check_max: int = 8
+    fetches_max: int = 4  # replica fetches at once; more requests are refused (the asker retries)
     roots_max: int = 1_000_000
 
     def __post_init__(self) -> None:
@@ -85,8 +87,8 @@ class ReplicationConfig:
             raise FsUsageError("intervals must be positive")
         if self.check_jitter_s < 0 or self.failed_cooldown_s < 0:
             raise FsUsageError("jitter and cooldown must not be negative")
-        if self.asks_per_check_max < 1:
-            raise FsUsageError("asks_per_check_max must be at least 1")
+        if self.asks_per_check_max < 1 or self.fetches_max < 1:
+            raise FsUsageError("asks_per_check_max and fetches_max must be at least 1")
 
 
 # --- effects ------------------------------------------------------------------------
@@ -179,6 +181,7 @@ class ReplicationStatistics:
     fetches: int = 0
     fetches_failed: int = 0
     coordinated: int = 0
+    requests_refused: int = 0
 
 
 class Replicator:
@@ -267,6 +270,9 @@ class Replicator:
         """`sender` asks us to hold `root`."""
         if root in self._roots or root in self._fetching:
             return []
+        if len(self._fetching) >= self.config.fetches_max:
+            self.stats.requests_refused += 1
+            return []  # the asker's ask times out and it recruits someone else
         self._fetching[root] = None
         self.stats.fetches += 1
         return [FetchRoot(root)]
@@ -306,4 +312,5 @@ class Replicator:
             "fetches": self.stats.fetches,
             "fetches_failed": self.stats.fetches_failed,
             "coordinated": self.stats.coordinated,
+            "requests_refused": self.stats.requests_refused,
         }

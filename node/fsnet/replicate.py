@@ -99,7 +99,7 @@ class ReplicationService:
         self._wake = trio.Event()
         self._nursery: trio.Nursery | None = None
         self.self_repairs = 0
-        self.requests_refused = 0
+        self.requests_malformed = 0
 
     # --- running ----------------------------------------------------------------------
 
@@ -245,7 +245,7 @@ class ReplicationService:
                     now = trio.current_time()
                     self._apply(self.core.replicate_requested(root, PeerId(sender), now))
         except (CidError, *_NET_ERRORS) as error:
-            self.requests_refused += 1
+            self.requests_malformed += 1
             log.info("fs: bad replicate request from %s: %s", sender, error)
 
     async def _fetch(self, root: Cid) -> None:
@@ -267,7 +267,7 @@ class ReplicationService:
         return {
             **self.core.statistics(),
             "self_repairs": self.self_repairs,
-            "requests_refused": self.requests_refused,
+            "requests_malformed": self.requests_malformed,
             "announced": self.providers.announced,
             "provider_lookups": self.providers.lookups,
         }

@@ -104,6 +104,17 @@ def test_asked_peer_fetches_once_and_then_tracks() -> None:
     assert rep.replicate_requested(ROOT, PeerId("c"), 3.0) == []
 
 
+def test_concurrent_replica_fetches_are_bounded() -> None:
+    rep = Replicator(PeerId("a"), ReplicationConfig(fetches_max=2), random.Random(1))
+    roots = [Cid.of(CODEC_RAW, bytes([i])) for i in range(3)]
+    assert rep.replicate_requested(roots[0], PeerId("b"), 0.0) == [FetchRoot(roots[0])]
+    assert rep.replicate_requested(roots[1], PeerId("b"), 0.0) == [FetchRoot(roots[1])]
+    assert rep.replicate_requested(roots[2], PeerId("b"), 0.0) == []
+    assert rep.stats.requests_refused == 1
+    rep.on_fetched(roots[0], False, 1.0)
+    assert rep.replicate_requested(roots[2], PeerId("b"), 1.0) == [FetchRoot(roots[2])]
+
+
 def test_failed_check_reschedules() -> None:
     rep = Replicator(PeerId("a"), CFG, random.Random(1))
     rep.track(ROOT, 0.0)

@@ -76,7 +76,7 @@ async def test_bad_replicate_requests_are_refused(tmp_path: Path) -> None:
                     while await stream.receive_some(1024):
                         pass
         with trio.fail_after(5):
-            while replication.requests_refused < 2:
+            while replication.requests_malformed < 2:
                 await trio.sleep(0.05)
         # A valid request for content nobody has: fetched, fails, is not pinned.
         missing = Cid.of(CODEC_RAW, b"nobody has this")
