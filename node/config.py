@@ -27,6 +27,10 @@ Example (every key but ``key`` and ``colony`` is optional)::
     [control]
     address = "ipc://STATE_DIR/control.sock"
 
+    [discovery]                      # LAN discovery (libp2p mDNS), for boxes on one network
+    mdns = false
+    mdns_interface = "0.0.0.0"       # the LAN interface's IPv4 address; 0.0.0.0: the kernel's
+
     [colony]                         # the colony's server peers (the Raft voters)
     servers = ["12D3KooW...", "12D3KooW...", "12D3KooW..."]
     server_certificates = []         # default: their certificates in the colony's members/
@@ -54,6 +58,7 @@ Any defect raises :class:`InputError` naming the file and the key.
 
 from __future__ import annotations
 
+import socket
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,6 +97,7 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
         "executor_stale_s",
     ),
     "executor": ("kind", "functions", "name", "concurrency", "type"),
+    "discovery": ("mdns", "mdns_interface", "mdns_port"),
 }
 EXECUTOR_KINDS = ("python", "process", "slurm", "kubernetes")
 
@@ -136,6 +142,9 @@ class NodeConfig:
     control: str = ""
     colony_settings: ColonySettings | None = None  # None: no [colony] section
     executor: ExecutorSettings = field(default_factory=ExecutorSettings)
+    mdns: bool = False  # [discovery] LAN discovery for boxes without a bootstrap address
+    mdns_interface: str = "0.0.0.0"
+    mdns_port: int = 5353
 
     @property
     def control_address(self) -> str:
@@ -257,10 +266,24 @@ def parse_config(path: Path, text: str) -> NodeConfig:
         for key in table:
             if key not in _SECTIONS[section]:
                 raise InputError(f"{path}: [{section}] {key}: unknown key")
-    node, log, gating, messaging, control, colony_section, executor = (
+    node, log, gating, messaging, control, colony_section, executor, discovery = (
         _Reader(path, name, document.get(name, {}))
-        for name in ("node", "log", "gating", "messaging", "control", "colony", "executor")
+        for name in (
+            "node",
+            "log",
+            "gating",
+            "messaging",
+            "control",
+            "colony",
+            "executor",
+            "discovery",
+        )
     )
+    mdns_interface = discovery.get("mdns_interface", str, "0.0.0.0")
+    try:
+        socket.inet_aton(mdns_interface)
+    except OSError:
+        raise discovery.fail("mdns_interface", "expected an IPv4 address") from None
     key = node.path_of("key", None)
     colony = node.path_of("colony", None)
     if key is None:
@@ -281,6 +304,9 @@ def parse_config(path: Path, text: str) -> NodeConfig:
         state_dir=state_dir or path.parent / "state",
         listen=node.addresses("listen", ("/ip4/127.0.0.1/tcp/4001",)),
         bootstrap=node.addresses("bootstrap", ()),
+        mdns=discovery.get("mdns", bool, False),
+        mdns_interface=mdns_interface,
+        mdns_port=discovery.positive("mdns_port", int, 5353),
         log_level=log.choice("level", LOG_LEVELS, "info"),
         log_format=log.choice("format", LOG_FORMATS, "text"),
         gating=GatingConfig(

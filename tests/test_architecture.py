@@ -32,6 +32,7 @@ IO_MODULES = {
     "fs/local.py": "reads local files and folders to feed the pure importer",
     "node/dht/driver.py": "the trio driver of the Kademlia core",
     "node/dht/links.py": "the Kademlia driver's per-peer stream links",
+    "node/dht/mdns_driver.py": "the UDP multicast driver of LAN discovery",
     "node/gossip/driver.py": "the trio driver of the gossip core",
 }
 # ``import random`` itself is allowed for the ``random.Random`` type of an

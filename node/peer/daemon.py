@@ -48,6 +48,7 @@ from colonymesh.node.colonyfiles import (
 from colonymesh.node.config import ExecutorSettings, NodeConfig
 from colonymesh.node.control import ControlServer, check_address
 from colonymesh.node.dht.driver import DhtService, DhtServiceConfig
+from colonymesh.node.dht.mdns_driver import MdnsService, MdnsServiceConfig
 from colonymesh.node.errors import ColonymeshError, InputError
 from colonymesh.node.fsnet.control import fs_commands
 from colonymesh.node.fsnet.service import ChunkService
@@ -115,6 +116,7 @@ class Roles:
         self.executor_error = ""
         self.dht: DhtService | None = None
         self.gossip: GossipService | None = None
+        self.mdns: MdnsService | None = None
         self.directory: ServerDirectory | None = None
         self.announcer: ServerAnnouncer | None = None
         self.intake: SpecIntake | None = None
@@ -129,6 +131,8 @@ class Roles:
                 **dataclasses.asdict(self.intake.stats),
                 "pending": len(self.intake.pending),
             }
+        if self.mdns is not None:
+            document["mdns"] = self.mdns.statistics()
         if self.dht is not None:
             document["dht"] = {**self.dht.statistics(), "contacts": len(self.dht.routing_table())}
         if self.gossip is not None:
@@ -204,6 +208,9 @@ async def run_node(config: NodeConfig, executor: ExecutorSettings | None = None)
                     DirectoryService(peer, state.directory, state.gossip, state.dht).run
                 )
                 commands.update(discovery_commands(state.dht, state.gossip))
+                if config.mdns:  # LAN discovery: found peers are dialled, then gated
+                    mdns = MdnsServiceConfig(interface=config.mdns_interface, port=config.mdns_port)
+                    state.mdns = await duties.start(MdnsService(peer, mdns).run)
                 await top.start(control.serve)
                 top.start_soon(_watch_revocations, peer, folder)
                 if server_config is not None and roles.serves_ledger(peer, config.colony_settings):
