@@ -13,7 +13,8 @@ inert word. A container image (``kwargs["docker-image"]``) is refused: this
 kind runs host processes only.
 
 Environment: only the variables named in ``inherit_env`` pass from the
-executor's own environment (so no executor secret leaks), then the spec's
+executor's own environment (so no executor secret leaks), then the
+config's fixed ``env`` (the owner's: it may set anything), then the spec's
 ``env`` (names validated by the spec model; names that would change which
 program runs or how -- ``PATH``, ``LD_*``, ``PYTHON*``... as for Slurm --
 are refused with a field-named error), then ``COLONYMESH_PROCESS_ID``.
@@ -101,6 +102,7 @@ class ProcessConfig:
     workdir_root: str = ""  # where fresh ones are made; "" = the system's temp dir
     keep_workdir: bool = False
     inherit_env: tuple[str, ...] = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
+    env: Mapping[str, str] = field(default_factory=dict)  # set for every process (owner's)
     env_denied: tuple[str, ...] = DEFAULT_ENV_DENIED
     grace_s: float = 5.0
     log_interval_s: float = 0.5
@@ -302,6 +304,7 @@ class ProcessExecutor:
 
     def _environment(self, context: ProcessContext) -> dict[str, str]:
         env = {k: os.environ[k] for k in self.config.inherit_env if k in os.environ}
+        env.update(self.config.env)
         for name, value in context.spec.env:
             if env_denied(name, self.config.env_denied):
                 raise SpecError(
