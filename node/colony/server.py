@@ -64,7 +64,7 @@ from colonymesh.node.ledger.commands import Claim, Tick
 from colonymesh.node.ledger.events import CommandApplied, CommandRefused, LedgerEvent
 from colonymesh.node.ledger.ledger import Ledger
 from colonymesh.node.ledger.model import ProcessState
-from colonymesh.node.peer.messaging import Incoming
+from colonymesh.node.peer.messaging import Handler, Incoming
 from colonymesh.node.peer.peer import Peer
 from colonymesh.node.raft.driver import DriverConfig, ProposalLost, RaftDriver
 from colonymesh.node.raft.network import PeerRaftNetwork
@@ -175,7 +175,23 @@ class LedgerServer:
             ("colony.fs_query", self._fs_query),
             ("colony.heartbeat", self._heartbeat),
         ):
-            peer.on(kind, handler)
+            # A spare (or a removed voter) holds no current ledger: it answers no reads,
+            # so members ask the next server (``membership.py``).
+            answers_always = kind in ("colony.propose", "colony.status", "colony.heartbeat")
+            peer.on(kind, handler if answers_always else self._members_only(handler))
+
+    def in_group(self) -> bool:
+        """Whether this server is a voter or learner of the current Raft configuration."""
+        conf = self.driver.status().conf
+        return self.peer.peer_id in conf.voters or self.peer.peer_id in conf.learners
+
+    def _members_only(self, handler: Handler) -> Handler:
+        async def answer_if_member(incoming: Incoming) -> object | None:
+            if not self.in_group():
+                return None  # the asker gets an error and asks another server
+            return await handler(incoming)
+
+        return answer_if_member
 
     def _deliver(self, message: Any) -> None:
         self.driver.deliver(message)
