@@ -30,9 +30,9 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final, assert_never
 
 from colonymesh.fs.cid import Cid
 from colonymesh.fs.exchange.messages import (
@@ -73,6 +73,7 @@ from colonymesh.fs.replication import (
     Replicator,
     provider_key,
 )
+from colonymesh.fs.replication import Effect as ReplicationEffect
 from colonymesh.node.dht.effects import (
     DhtBusy,
     DhtConfig,
@@ -139,11 +140,13 @@ class FsShared:
     session_config: SessionConfig
     replication: ReplicationConfig
     stats: FsStats = field(default_factory=FsStats)
-    # called when a peer starts holding a root (announced after a full fetch)
-    on_hold: list[Callable[[int, Cid, float], None]] = field(default_factory=list)
 
 
 Done = Callable[[SessionFinished, dict[Cid, bytes]], None]
+
+
+def _ignore(finished: SessionFinished, scratch: dict[Cid, bytes]) -> None:
+    """A self-repair needs no follow-up: the next check scrubs the copy again."""
 
 
 @dataclass(slots=True)
@@ -273,8 +276,6 @@ class FsPeer:
         self.shared.stats.provides += 1
         self._dht_op(lambda t: self.dht.provide(provider_key(root), t), lambda _: None)
         self.replicator.track(root, now)
-        for hook in self.shared.on_hold:
-            hook(self.index, root, now)
 
     # --- reads and replica fetches -------------------------------------------------------
 
@@ -355,7 +356,7 @@ class FsPeer:
 
     # --- replication ----------------------------------------------------------------------
 
-    def _replicate(self, effects: list[Any]) -> None:
+    def _replicate(self, effects: Sequence[ReplicationEffect]) -> None:
         for effect in effects:
             match effect:
                 case CheckReplicas(root):
@@ -366,7 +367,7 @@ class FsPeer:
                     self.shared.stats.replica_fetches += 1
                     self._start_fetch(root, into_store=True, done=self._replica_done(root, 1))
                 case _:
-                    raise TypeError(f"unexpected replication effect {effect!r}")
+                    assert_never(effect)
 
     def _replica_done(self, root: Cid, attempt: int) -> Done:
         def done(finished: SessionFinished, _: dict[Cid, bytes]) -> None:
@@ -385,7 +386,7 @@ class FsPeer:
         """Scrub our own copy, then find providers and the closest peers, and probe them."""
         if not self._scrub(root):
             self.shared.stats.self_repairs += 1
-            self._start_fetch(root, into_store=True, done=self._self_repair_done(root))
+            self._start_fetch(root, into_store=True, done=_ignore)
         key = provider_key(root)
         view: dict[str, list[int]] = {}
 
@@ -404,12 +405,6 @@ class FsPeer:
                 self._replicate(self.replicator.on_check_failed(root, self._now))
 
         self._dht_op(lambda t: self.dht.get_providers(key, t), providers)
-
-    def _self_repair_done(self, root: Cid) -> Done:
-        def done(finished: SessionFinished, _: dict[Cid, bytes]) -> None:
-            return None
-
-        return done
 
     def _scrub(self, root: Cid) -> bool:
         """Verify every block under `root` we hold; False if any is missing or was rotten."""

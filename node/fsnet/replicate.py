@@ -32,7 +32,7 @@ import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, assert_never
 
 import trio
 
@@ -152,6 +152,8 @@ class ReplicationService:
                     self._start(self._ask, peer, root)
                 case FetchRoot(root):
                     self._start(self._fetch, root)
+                case _:
+                    assert_never(effect)
         self.wake()
 
     # --- checks -----------------------------------------------------------------------
