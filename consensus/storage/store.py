@@ -52,9 +52,11 @@ Invariants: indices in the log are contiguous from ``first_index()`` to
 the next one receives a byte, so only the newest can have a torn tail.
 
 Driving it from a Raft ``Ready``: ``save_snapshot(rd.snapshot)`` if any,
-``append(rd.entries)``, ``save_hard_state(rd.hard_state)`` if any, then one
-``sync()`` — possibly for several Readys at once — before sending
-``rd.messages``. On restart, ``initial_state()`` gives the ``RaftNode`` its
+``append(rd.entries)``, ``save_hard_state(rd.hard_state)`` if any, then, if
+``rd.must_sync``, one ``sync()`` — possibly for several Readys at once — before
+sending ``rd.messages`` (unless ``rd.send_while_persisting``: a leader's
+messages may go out while this runs) and before ``advance``. A Ready that only
+moves the commit index needs no ``sync``: the next one makes it durable. On restart, ``initial_state()`` gives the ``RaftNode`` its
 hard state, snapshot and entries.
 
 Threads. All methods are thread-safe. Mutators (``append``, ``sync``,
