@@ -27,6 +27,10 @@ until added). While this server leads, :class:`GroupKeeper` checks once a
    failure once the change is done. A learner that stays unreachable for
    ``voter_dead_s`` is removed again, so a dying spare cannot block the group.
 
+``node run`` sets ``voters_target`` to the number of founding servers (3 by
+default; found the colony with 5 for 5 voters) and ``voter_dead_s`` to 10
+election timeouts.
+
 Contract with the Raft driver: conf changes are proposed on the leader's core
 and the driver is woken to run the Ready loop; the loop then waits until the
 change's index is committed before it considers another.

@@ -226,6 +226,8 @@ async def run_node(config: NodeConfig, executor: ExecutorSettings | None = None)
                     state.keeper = GroupKeeper(
                         state.server,
                         lambda: roles.admitted_servers(peer),
+                        # As many voters as founded the group: 3 by default, 5 if 5 founded it.
+                        voters_target=len(server_config.founding_servers),
                         voter_dead_s=VOTER_DEAD_ELECTION_TIMEOUTS
                         * server_config.raft.election_timeout_s,
                     )
