@@ -16,12 +16,21 @@ plain (non-async) function, which runs in a worker thread, ``ctx`` offers the
 same methods as blocking calls. The output is the returned list, or
 ``[value]`` for any other value (``[]`` for ``None``); an exception fails the
 process with its type and message.
+
+Stopping: an async function is cancelled at its next checkpoint. A plain
+function runs in a worker thread, and Python cannot stop a thread: when its
+run is stopped (``maxexectime``, a cancelled process, shutdown) the process
+is released but the call keeps running, unobserved, until it returns (a
+warning is logged). Where that matters, run the registry with
+``isolation = "subprocess"`` (:mod:`colonymesh.executors.pool`): each call
+runs in a worker process that is killed when its run is stopped.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -32,6 +41,7 @@ from colonymesh.node.spec import FunctionSpec
 from colonymesh.node.spec.jsonvalue import thaw
 
 F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("colonymesh.executors.python")
 
 
 class _BlockingContext:
@@ -76,6 +86,10 @@ class PythonFunctions:
     def functions(self) -> dict[str, str]:
         return dict(self._descriptions)
 
+    def lookup(self, funcname: str) -> Callable[..., Any] | None:
+        """The function registered as ``funcname`` (used by isolated workers)."""
+        return self._functions.get(funcname)
+
     async def run(self, context: ProcessContext) -> list[Any]:
         spec = context.spec
         target = self._functions.get(spec.funcname)
@@ -93,7 +107,17 @@ class PythonFunctions:
                 if wants_ctx:
                     kwargs["ctx"] = _BlockingContext(context)
                 call = functools.partial(target, *args, **kwargs)
-                result = await trio.to_thread.run_sync(call, abandon_on_cancel=True)
+                try:
+                    result = await trio.to_thread.run_sync(call, abandon_on_cancel=True)
+                except trio.Cancelled:
+                    # Python cannot stop a thread: the call runs on, unobserved.
+                    log.warning(
+                        "process %s: %s was stopped but keeps running in its thread "
+                        '(isolation = "subprocess" kills it instead)',
+                        context.process_id,
+                        spec.funcname,
+                    )
+                    raise
         except ProcessFailed:
             raise
         except Exception as error:
