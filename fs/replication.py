@@ -33,7 +33,7 @@ How it works
   runs `repair_timeout_s`; one that has not turned into a holder by then puts
   the peer on a cooldown of `failed_cooldown_s` for that root.
 * `replicate_requested(root, from, now)` (we were asked): the core emits
-  `FetchRoot(root)` once; the driver fetches the whole DAG, pins it,
+  `FetchRoot(root, sources=(asker,))` once; the driver fetches the whole DAG, pins it,
   announces it and calls `on_fetched(root, ok, now)`, which tracks it.
 
 Invariants: at most `asks_per_check_max` asks per check; a root is fetched
@@ -111,9 +111,14 @@ class AskReplicate:
 
 @dataclass(frozen=True, slots=True)
 class FetchRoot:
-    """Fetch the whole DAG under `root`, pin it, announce it; report `on_fetched`."""
+    """Fetch the whole DAG under `root`, pin it, announce it; report `on_fetched`.
+
+    `sources` hold the root (the peer that asked): ask them before the DHT, whose
+    provider records may not name a holder yet (an announcement still in flight).
+    """
 
     root: Cid
+    sources: tuple[PeerId, ...] = ()
 
 
 Effect = CheckReplicas | AskReplicate | FetchRoot
@@ -275,7 +280,7 @@ class Replicator:
             return []  # the asker's ask times out and it recruits someone else
         self._fetching[root] = None
         self.stats.fetches += 1
-        return [FetchRoot(root)]
+        return [FetchRoot(root, (sender,))]
 
     def on_fetched(self, root: Cid, ok: bool, now: float) -> list[Effect]:
         self._fetching.pop(root, None)

@@ -128,6 +128,7 @@ class FsStats:
     probes: int = 0
     replica_fetches: int = 0
     self_repairs: int = 0
+    dht_busy: int = 0
 
 
 @dataclass(slots=True)
@@ -283,9 +284,13 @@ class FsPeer:
         """Fetch the DAG under `root` from providers into a scratch buffer (not the store)."""
         self._start_fetch(root, into_store=False, done=done)
 
-    def _start_fetch(self, root: Cid, *, into_store: bool, done: Done) -> None:
+    def _start_fetch(
+        self, root: Cid, *, into_store: bool, done: Done, sources: Sequence[PeerId] = ()
+    ) -> None:
         self._channels += 1
         session = ExchangeSession([root], self.io.rng, self.shared.session_config)
+        for source in sources:
+            session.add_peer(SessionPeer(source), self._now)
         self._fetches[self._channels] = _Fetch(session, root, into_store, done)
         self.shared.stats.sessions += 1
         self._session(self._channels, session.start(self._now))
@@ -363,18 +368,19 @@ class FsPeer:
                     self._check(root)
                 case AskReplicate(peer, root):
                     self.io.send(int(peer), ReplicateAsk(root), CID_WIRE_BYTES)
-                case FetchRoot(root):
+                case FetchRoot(root, sources):
                     self.shared.stats.replica_fetches += 1
-                    self._start_fetch(root, into_store=True, done=self._replica_done(root, 1))
+                    done = self._replica_done(root, 1, sources)
+                    self._start_fetch(root, into_store=True, done=done, sources=sources)
                 case _:
                     assert_never(effect)
 
-    def _replica_done(self, root: Cid, attempt: int) -> Done:
+    def _replica_done(self, root: Cid, attempt: int, sources: Sequence[PeerId]) -> Done:
         def done(finished: SessionFinished, _: dict[Cid, bytes]) -> None:
             if not finished.ok and attempt < FETCH_ATTEMPTS_MAX:
                 # A session gives a silent peer up for good; a new one asks everyone again.
-                again = self._replica_done(root, attempt + 1)
-                self._start_fetch(root, into_store=True, done=again)
+                again = self._replica_done(root, attempt + 1, sources)
+                self._start_fetch(root, into_store=True, done=again, sources=sources)
                 return
             if finished.ok and root not in self.pinned:
                 self._hold(root, self._now)
@@ -505,6 +511,7 @@ class FsPeer:
         try:
             op_id, outputs = start(self._now)
         except DhtBusy:
+            self.shared.stats.dht_busy += 1
             then(None)  # too many lookups at once: the caller treats it as a failed one
             return
         self._ops[op_id] = then

@@ -24,7 +24,12 @@ How it works
 * Liveness is judged per peer: a peer with blocks in flight must show progress
   (any answer) every `peer_timeout_s`; when it does not, it is *stalled*: its
   in-flight wants are cancelled and re-assigned elsewhere, and it is asked
-  nothing more. A removed peer (disconnected) is handled the same way at once.
+  nothing more while another peer can serve. Only when a block has no other
+  candidate (and a provider search found none) are stalled peers revived, at
+  most `stall_retries_max` times each: a slow or briefly silent provider -- a
+  lost message in the simulator, a congested link -- is not given up for
+  good, and a dead one costs at most that many more timeouts. A removed peer
+  (disconnected) is retired at once and never revived.
 * A pending CID that no peer may be asked for triggers `FindProviders(cid)`
   (one search at a time, once per CID); the driver answers
   `on_providers(cid, peers)`, which also adds the peers to the session.
@@ -70,10 +75,14 @@ class SessionConfig:
     peer_timeout_s: float = 10.0
     blocks_max: int = SESSION_BLOCKS_MAX_DEFAULT  # a DAG larger than this fails the session
     walk: bool = True  # False: fetch the roots only (a listing needs no more)
+    # a stalled peer is asked again (at most this many times) when no other can serve
+    stall_retries_max: int = 2
 
     def __post_init__(self) -> None:
         if self.per_peer_inflight_max < 1 or self.inflight_max < 1:
             raise FsUsageError("in-flight bounds must be at least 1")
+        if self.stall_retries_max < 0:
+            raise FsUsageError("stall_retries_max must not be negative")
         if self.peer_timeout_s <= 0:
             raise FsUsageError("peer_timeout_s must be positive")
 
@@ -155,6 +164,7 @@ class _Peer:
     inflight: dict[Cid, None] = field(default_factory=dict)  # ordered set
     last_progress: float = 0.0
     received: int = 0
+    stalls: int = 0
 
 
 @dataclass(slots=True)
@@ -383,7 +393,8 @@ class ExchangeSession:
         cids = list(state.inflight)
         for cid in reversed(cids):
             entry = self._cids[cid]
-            entry.refused_by.add(peer)
+            if new_state is not PeerState.STALLED:  # a stall is not a refusal
+                entry.refused_by.add(peer)
             self._unassign_from(peer, cid)
             self._repend(cid, entry)
         if cancel and cids:
@@ -415,6 +426,10 @@ class ExchangeSession:
         ]
 
     def _assign(self, now: float) -> None:
+        while self._assign_once(now):
+            pass  # stalled peers were revived: place what they may serve
+
+    def _assign_once(self, now: float) -> bool:
         wants: dict[PeerId, list[Cid]] = {}
         unplaceable: deque[Cid] = deque()
         while self._pending and self._inflight < self.config.inflight_max:
@@ -445,21 +460,32 @@ class ExchangeSession:
         self._pending.extendleft(reversed(unplaceable))
         for peer_id, cids in wants.items():
             self._out.append(SendWantList(peer_id, tuple(cids), ()))
-        self._search_or_give_up(unplaceable)
+        return self._search_or_give_up(unplaceable, now)
 
-    def _search_or_give_up(self, unplaceable: deque[Cid]) -> None:
-        if self._searching is not None:
-            return
+    def _search_or_give_up(self, unplaceable: deque[Cid], now: float) -> bool:
+        """Search, else revive stalled peers (True: assign again), else give up."""
+        if self._searching is not None or not unplaceable:
+            return False
         for cid in unplaceable:
             entry = self._cids[cid]
             if not entry.searched:
                 entry.searched = True
                 self._searching = cid
                 self._out.append(FindProviders(cid))
-                return
+                return False
+        revived = False
+        for peer in self._peers.values():
+            if peer.state is PeerState.STALLED and peer.stalls < self.config.stall_retries_max:
+                peer.state = PeerState.ACTIVE
+                peer.stalls += 1
+                peer.last_progress = now
+                revived = True
+        if revived:
+            return True
         for cid in unplaceable:  # searched and still nobody: give it up
             self._pending.remove(cid)
             self._cids[cid].state = CidState.MISSING
+        return False
 
     def _step(self, now: float) -> list[Effect]:
         if self._finished is None and self._started:

@@ -150,8 +150,8 @@ class ReplicationService:
                     self._start(self._check, root)
                 case AskReplicate(peer, root):
                     self._start(self._ask, peer, root)
-                case FetchRoot(root):
-                    self._start(self._fetch, root)
+                case FetchRoot(root, sources):
+                    self._start(self._fetch, root, sources)
                 case _:
                     assert_never(effect)
         self.wake()
@@ -250,10 +250,16 @@ class ReplicationService:
             self.requests_malformed += 1
             log.info("fs: bad replicate request from %s: %s", sender, error)
 
-    async def _fetch(self, root: Cid) -> None:
+    async def _fetch(self, root: Cid, sources: tuple[PeerId, ...]) -> None:
         ok = False
+        via_dht = self.providers.for_roots([root])
+
+        async def providers(cid: Cid) -> list[str]:
+            # the asker holds the root; the DHT may not name it yet
+            return list(dict.fromkeys([*sources, *await via_dht(cid)]))
+
         try:
-            fetched = await self.chunks.fetch([root])
+            fetched = await self.chunks.fetch([root], providers=providers)
             if fetched.ok:
                 label = REPLICA_PIN_PREFIX + root.encode()
                 await trio.to_thread.run_sync(self.chunks.store.pin, label, [root])

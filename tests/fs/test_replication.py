@@ -97,7 +97,7 @@ def test_a_holder_that_is_not_coordinator_waits() -> None:
 
 def test_asked_peer_fetches_once_and_then_tracks() -> None:
     rep = Replicator(PeerId("a"), CFG, random.Random(1))
-    assert rep.replicate_requested(ROOT, PeerId("b"), 1.0) == [FetchRoot(ROOT)]
+    assert rep.replicate_requested(ROOT, PeerId("b"), 1.0) == [FetchRoot(ROOT, (PeerId("b"),))]
     assert rep.replicate_requested(ROOT, PeerId("c"), 1.5) == []
     rep.on_fetched(ROOT, True, 2.0)
     assert rep.tracked() == [ROOT]
@@ -107,12 +107,18 @@ def test_asked_peer_fetches_once_and_then_tracks() -> None:
 def test_concurrent_replica_fetches_are_bounded() -> None:
     rep = Replicator(PeerId("a"), ReplicationConfig(fetches_max=2), random.Random(1))
     roots = [Cid.of(CODEC_RAW, bytes([i])) for i in range(3)]
-    assert rep.replicate_requested(roots[0], PeerId("b"), 0.0) == [FetchRoot(roots[0])]
-    assert rep.replicate_requested(roots[1], PeerId("b"), 0.0) == [FetchRoot(roots[1])]
+    assert rep.replicate_requested(roots[0], PeerId("b"), 0.0) == [
+        FetchRoot(roots[0], (PeerId("b"),))
+    ]
+    assert rep.replicate_requested(roots[1], PeerId("b"), 0.0) == [
+        FetchRoot(roots[1], (PeerId("b"),))
+    ]
     assert rep.replicate_requested(roots[2], PeerId("b"), 0.0) == []
     assert rep.stats.requests_refused == 1
     rep.on_fetched(roots[0], False, 1.0)
-    assert rep.replicate_requested(roots[2], PeerId("b"), 1.0) == [FetchRoot(roots[2])]
+    assert rep.replicate_requested(roots[2], PeerId("b"), 1.0) == [
+        FetchRoot(roots[2], (PeerId("b"),))
+    ]
 
 
 def test_failed_check_reschedules() -> None:

@@ -36,6 +36,7 @@ from colonymesh.fs.exchange.session import (
     PeerState,
     SendWantList,
     SessionConfig,
+    SessionFinished,
 )
 from colonymesh.fs.reader import read_file
 
@@ -300,3 +301,33 @@ def test_want_adds_roots_to_a_running_session() -> None:
     assert done.ok and pump.local == store
     with pytest.raises(FsUsageError):
         session.want([first], 1.0)
+
+
+def test_a_stalled_only_provider_is_asked_again_then_given_up() -> None:
+    root, blocks = make_file(1000, seed=9)  # one raw leaf
+    config = SessionConfig(peer_timeout_s=1.0, stall_retries_max=2)
+    session = new_session(root, 9, config)
+    session.start(0.0)
+    session.on_local(root, None, 0.0)
+    assert session.on_providers(root, [PeerId("a")], 0.0) == [
+        SendWantList(PeerId("a"), (root,), ())
+    ]
+    # The want (or its answer) was lost: a stalls, nobody else can serve, so a is revived.
+    effects = session.on_timeout(1.0)
+    assert effects == [
+        SendWantList(PeerId("a"), (), (root,)),
+        SendWantList(PeerId("a"), (root,), ()),
+    ]
+    assert session.peer_states()[PeerId("a")] is PeerState.ACTIVE
+    effects = session.on_block(PeerId("a"), root, blocks[0].data, 1.5)
+    assert isinstance(effects[-1], SessionFinished) and effects[-1].ok
+    # A provider that never answers is given up after stall_retries_max more timeouts.
+    session = new_session(root, 9, config)
+    session.start(0.0)
+    session.on_local(root, None, 0.0)
+    session.on_providers(root, [PeerId("a")], 0.0)
+    session.on_timeout(1.0)
+    session.on_timeout(2.0)
+    effects = session.on_timeout(3.0)
+    assert isinstance(effects[-1], SessionFinished) and not effects[-1].ok
+    assert effects[-1].missing == (root,)
