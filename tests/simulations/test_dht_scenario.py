@@ -20,13 +20,13 @@ from colonymesh.simulations.dht_world import LiveIds
 from colonymesh.simulations.runner import deterministic_view, run_scenario
 
 SMALL = DhtScenarioConfig(
-    peers=64,
-    join_spread_s=20.0,
+    peers=50,
+    join_spread_s=10.0,
     settle_s=10.0,
-    phase_s=40.0,
-    lookups=120,
-    provides=20,
-    provider_lookups=40,
+    phase_s=30.0,
+    lookups=100,
+    provides=15,
+    provider_lookups=30,
     drain_s=20.0,
 )
 
@@ -36,19 +36,19 @@ def test_small_sweep_with_real_joins_finds_the_closest_peer(seed: int) -> None:
     sim, f = run(seed, SMALL)
     assert sim.violation is None, (seed, sim.violation)
     assert f["bootstrap"] == "joins"
-    assert f["peers_left"] == f["peers_joined"] == round(0.2 * 64)
-    assert f["lookups"] >= 100
+    assert f["peers_left"] == f["peers_joined"] == round(0.2 * 50)
+    assert f["lookups"] >= 90
     assert f["lookup_success_rate"] >= 0.99
-    assert f["lookup_hops"]["median"] <= 0.5 * math.log2(64)
+    assert f["lookup_hops"]["median"] <= 0.5 * math.log2(50)
     assert f["provides_stored"] == f["provides"] > 0
     assert f["provider_success_rate"] >= 0.95
 
 
 def test_warm_start_fills_tables_through_the_core() -> None:
-    sim, f = run(4, replace(SMALL, peers=300, warm_start_above=100, lookups=150))
+    sim, f = run(4, replace(SMALL, peers=200, warm_start_above=100, lookups=120))
     assert sim.violation is None, sim.violation
     assert f["bootstrap"] == "warm-start"
-    # about k per bucket for log2(300/20) + a few buckets
+    # about k per bucket for log2(200/20) + a few buckets
     assert 40 <= f["contacts_per_peer_mean"] <= 200
     assert f["lookup_success_rate"] >= 0.99
 
@@ -70,7 +70,7 @@ def test_ground_truth_matches_brute_force() -> None:
             assert live.closest(target, 20, ready_by) == want[:20]
 
 
-def test_a_lookup_that_misses_the_closest_peer_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_result_out_of_xor_order_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     """A core that returned its results unsorted would be reported as a violation."""
     original = dht_world.DhtPeer._apply
 
