@@ -1,11 +1,25 @@
 """``colonymesh executor run|ls``: run an executor peer; list the colony's executors.
 
-``executor run --config node.toml --kind python --functions MODULE:ATTR``
+``executor run --config node.toml --kind KIND [--executor-config executor.toml]``
 runs the node of ``node.toml`` (as ``node run`` does: control channel,
 signals, revocations) plus an executor service that claims the colony's
-processes of the certificate's executor type and runs them. Flags override
-the config's ``[executor]`` section. ``executor ls`` lives in :mod:`.work`
-with the other commands that join the colony through a client profile.
+processes of the certificate's executor type and runs them with KIND:
+
+* ``python``: a ``PythonFunctions`` registry (``--functions MODULE:ATTR`` or
+  ``[python] functions``), called in the executor's process, or in a pool of
+  worker processes with ``[python] isolation = "subprocess"``;
+* ``process``: registered command lines as local processes (``[process]``);
+* ``slurm``: batch jobs on the Slurm cluster this machine submits to
+  (``[slurm]``);
+* ``kubernetes``: Jobs (Deployments for services) through a kubeconfig
+  (``[kubernetes]``).
+
+The kind's settings live in their own file, ``--executor-config`` (one
+section per kind; ``colonymesh.executors.config`` documents every key); a
+bad value is refused before the node starts with the section and key in the
+message. Flags override the node config's ``[executor]`` section.
+``executor ls`` lives in :mod:`.work` with the other commands that join the
+colony through a client profile.
 """
 
 from __future__ import annotations
@@ -13,11 +27,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from colonymesh.node.cli import work
 
+if TYPE_CHECKING:
+    from colonymesh.executors.base import ExecutorKind
+
 KINDS = ("python", "process", "slurm", "kubernetes")
+EXECUTOR_CONFIG_BYTES_MAX = 1 << 20
 
 
 def register(commands: Any) -> None:
@@ -28,6 +46,12 @@ def register(commands: Any) -> None:
     )
     run.add_argument("--config", "-c", type=Path, required=True, help="the node.toml")
     run.add_argument("--kind", choices=KINDS, help="executor kind (default: [executor] kind)")
+    run.add_argument(
+        "--executor-config",
+        type=Path,
+        metavar="FILE",
+        help="the kind's settings (executor.toml: [python], [process], [slurm], [kubernetes])",
+    )
     run.add_argument(
         "--functions", help="python kind: MODULE:ATTR of a PythonFunctions registry to serve"
     )
@@ -42,6 +66,90 @@ def register(commands: Any) -> None:
     run.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     run.set_defaults(handler=_run)
     work.add_executor_ls(esub)
+
+
+def _read_executor_config(path: Path) -> str:
+    from colonymesh.node.errors import InputError
+
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(EXECUTOR_CONFIG_BYTES_MAX + 1)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such executor config file") from None
+    except OSError as error:
+        raise InputError(f"{path}: cannot read: {error.strerror}") from None
+    if len(raw) > EXECUTOR_CONFIG_BYTES_MAX:
+        raise InputError(f"{path}: too large for an executor config file")
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text") from None
+
+
+def build_kind(
+    kind: str, executor_config: Path | None, functions: str, concurrency: int
+) -> ExecutorKind | None:
+    """The executor kind to serve; ``None`` leaves a plain ``--functions`` registry to the node."""
+    from colonymesh.executors.config import (
+        ExecutorConfigError,
+        Isolation,
+        PythonKindConfig,
+        parse_executor_config,
+        with_python_functions,
+    )
+    from colonymesh.node.colony.roles import load_functions
+    from colonymesh.node.errors import InputError
+
+    if executor_config is None:
+        if kind == "python":
+            return None
+        raise InputError(
+            f"executor kind {kind!r} is not available without its settings: pass "
+            f"--executor-config FILE with a [{kind}] section (see docs/running.md)"
+        )
+    text = _read_executor_config(executor_config)
+    try:
+        config = parse_executor_config(kind, text, base=executor_config.parent)
+    except ExecutorConfigError as error:
+        raise InputError(f"{executor_config}: {error}") from None
+    try:
+        if isinstance(config, PythonKindConfig):
+            config = with_python_functions(config, functions)
+            if not config.functions:
+                raise InputError(
+                    f"{executor_config}: [python] functions: required (or --functions MODULE:ATTR)"
+                )
+            registry = load_functions(config.functions)
+            if config.isolation is Isolation.NONE:
+                return registry
+            from colonymesh.executors.pool import IsolatedFunctions
+
+            return IsolatedFunctions(
+                config.functions,
+                registry.functions(),
+                workers=config.workers or concurrency,
+                grace_s=config.grace_s,
+            )
+        return _platform_kind(config)
+    except (ValueError, OSError) as error:  # a kind refusing its config, a kubeconfig...
+        raise InputError(f"{executor_config}: [{kind}] {error}") from None
+
+
+def _platform_kind(config: Any) -> ExecutorKind:
+    from colonymesh.executors.kubernetes.runtime import KubernetesExecutor, KubernetesRuntimeConfig
+    from colonymesh.executors.process import ProcessConfig, ProcessExecutor
+    from colonymesh.executors.slurm.runtime import SlurmExecutor, SlurmRuntimeConfig
+
+    if isinstance(config, ProcessConfig):
+        return ProcessExecutor(config)
+    if isinstance(config, SlurmRuntimeConfig):
+        return SlurmExecutor(config)
+    if isinstance(config, KubernetesRuntimeConfig):
+        try:
+            return KubernetesExecutor(config)
+        except Exception as error:  # the client's ConfigException for a bad kubeconfig
+            raise ValueError(f"kubeconfig: {error}") from error
+    raise TypeError(f"no executor kind for {type(config).__name__}")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -68,7 +176,8 @@ def _run(args: argparse.Namespace) -> int:
         raise InputError("--concurrency must be at least 1")
     settings = dataclasses.replace(config.executor, **overrides)
     setup_logging(args.log_level or config.log_level, args.log_format or config.log_format)
-    return trio.run(run_node, config, settings)
+    kind = build_kind(settings.kind, args.executor_config, settings.functions, settings.concurrency)
+    return trio.run(run_node, config, settings, kind)
 
 
-__all__ = ["register"]
+__all__ = ["build_kind", "register"]

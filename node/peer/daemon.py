@@ -164,16 +164,21 @@ class Roles:
         return document
 
 
-async def run_node(config: NodeConfig, executor: ExecutorSettings | None = None) -> int:
-    """Run the node (and, given ``executor``, an executor service) until a signal."""
+async def run_node(
+    config: NodeConfig, executor: ExecutorSettings | None = None, kind: ExecutorKind | None = None
+) -> int:
+    """Run the node (and, given ``executor``, an executor service) until a signal.
+
+    ``kind`` is the executor kind to serve, built by the caller (``executor run
+    --executor-config``); without it the ``[executor]`` settings name a Python registry.
+    """
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         peer_config, folder = build_peer_config(config)
         check_address(config.control_address)
         config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        kind = None
         if executor is not None:
             check_executor(config, peer_config.certificate, executor)
-            kind = roles.executor_kind(executor.kind, executor.functions)
+            kind = kind or roles.executor_kind(executor.kind, executor.functions)
         server_config = None
         if config.colony_settings is not None:
             server_config = roles.server_config(
