@@ -49,7 +49,8 @@ __all__ = ["FsScenarioConfig", "run", "scenario"]
 
 CHUNK_BYTES: Final = 1024
 MAX_LINKS: Final = 4
-READ_ATTEMPTS_MAX: Final = 4
+READ_ATTEMPTS_MAX: Final = 30
+READ_RETRY_S: Final = 5.0  # a reader tries again (as a user would) until the read bound
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +260,7 @@ def _read_one(run: _Run, cfg: FsScenarioConfig, file: _File) -> None:
     def done(finished: SessionFinished, scratch: dict[Cid, bytes]) -> None:
         if not finished.ok:
             if file.read_attempts < READ_ATTEMPTS_MAX:
-                sim.call_later(1.0, lambda: _read_one(run, cfg, file))
+                sim.call_later(READ_RETRY_S, lambda: _read_one(run, cfg, file))
             return
         got = b"".join(read_file(scratch.__getitem__, file.root))
         if got != file.data:

@@ -129,6 +129,7 @@ class FsStats:
     replica_fetches: int = 0
     self_repairs: int = 0
     dht_busy: int = 0
+    reannounced: int = 0
 
 
 @dataclass(slots=True)
@@ -442,6 +443,13 @@ class FsPeer:
         if not asked:
             self._finish_probe(self._channels, probe)
 
+    def _reannounce(self, root: Cid) -> None:
+        """Replicas were lost, and the DHT records naming us may have died with the
+        peers that stored them: store ours again at the peers closest to the key now,
+        rather than at the next republish."""
+        self.shared.stats.reannounced += 1
+        self._dht_op(lambda t: self.dht.provide(provider_key(root), t), lambda _: None)
+
     def _on_probe_answer(self, channel: int, src: int, message: ExMessage) -> None:
         probe = self._probes.get(channel)
         if probe is None or src not in probe.asked:
@@ -462,6 +470,8 @@ class FsPeer:
         )
         holders = [PeerId(str(i)) for i in sorted(probe.holders)]
         live_closest = [PeerId(str(i)) for i in live]
+        if len(holders) + 1 < self.shared.replication.k:
+            self._reannounce(probe.root)
         self._replicate(self.replicator.on_replicas(probe.root, holders, live_closest, self._now))
 
     # --- the exchange on the wire ---------------------------------------------------------

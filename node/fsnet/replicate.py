@@ -197,6 +197,10 @@ class ReplicationService:
             key=lambda p: (node_id_of(public_key_from_peer_id(p)) ^ target, p),
         )
         holders = [PeerId(p) for p in sorted(providers) if answers.get(p)]
+        if len(holders) + 1 < self.config.replication.k:
+            # Replicas were lost, and the DHT records naming us may have died with the
+            # peers that stored them: store ours again at the peers closest now.
+            self._start(self.providers.announce, root)
         effects = self.core.on_replicas(
             root, holders, [PeerId(p) for p in live], trio.current_time()
         )
