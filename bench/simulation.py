@@ -9,6 +9,9 @@ router, 5% loss) and ``colony`` (Raft servers, ledger, executors) at a few
 sizes. Memory per peer = (peak RSS of the run - peak RSS of a process that
 imported the same modules and ran nothing) / peers.
 
+On a shared machine the wall clock lies: events per CPU second (user +
+system time of the run's process) are reported next to events per wall second.
+
 Baseline, same run: the smallest size of each scenario; the ratio is that
 scenario's events per wall second at its largest size over its smallest
 (1.0 = the simulator keeps its speed as the population grows).
@@ -38,8 +41,10 @@ if peers == 0:
 started = time.perf_counter()
 s = run_scenario(name, peers, 1, duration, report_to=None)
 wall = time.perf_counter() - started
+usage = resource.getrusage(resource.RUSAGE_SELF)
 print(json.dumps({
     "wall_s": round(wall, 2),
+    "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
     "events": s.get("events"),
     "violations": s["violations"],
     "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -90,12 +95,15 @@ def main() -> None:
         for peers, duration in sizes:
             r = measure(name, peers, duration)
             rate = r["events"] / r["wall_s"] if r["wall_s"] > 0 else 0.0
+            cpu_rate = r["events"] / r["cpu_s"] if r["cpu_s"] > 0 else 0.0
             per_peer_kb = max(0.0, r["rss_mb"] - idle) * 1024 / peers
             rates.append(rate)
             figures[f"{name}_{peers}"] = {
                 "wall_s": r["wall_s"],
                 "events": r["events"],
                 "events_per_s": round(rate),
+                "cpu_s": r["cpu_s"],
+                "events_per_cpu_s": round(cpu_rate),
                 "rss_mb": r["rss_mb"],
                 "kb_per_peer": round(per_peer_kb, 1),
                 "violations": r["violations"],
@@ -103,7 +111,8 @@ def main() -> None:
             }
             print(
                 f"{name:7s} {peers:>7,d} peers: {r['wall_s']:8.1f} s wall, "
-                f"{r['events']:>11,d} events, {rate:>8,.0f} events/s, "
+                f"{r['events']:>11,d} events, {rate:>8,.0f} events/s "
+                f"({cpu_rate:,.0f} per CPU s), "
                 f"{r['rss_mb']:7.0f} MB RSS, {per_peer_kb:6.1f} kB/peer, "
                 f"{r['violations']} violation(s)",
                 flush=True,
