@@ -75,7 +75,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 
@@ -358,7 +358,22 @@ class LogStore:
             first, last = self._base_index + 1, self._last_index
         ents = tuple(self.entries(first, last + 1)) if last >= first else ()
         conf = snap.meta.conf if snap is not None else ConfState()
-        return RecoveredState(self.hard_state(), snap, conf, ents)
+        state = self.hard_state()
+        # The hard state's page may reach the disk before the log's fdatasync does;
+        # after a power cut its commit index can then name entries that never became
+        # durable here. Those were never acknowledged by this node, and a commit
+        # index is only what a node knows so far: lower it and learn it again.
+        durable = max(last, snap.meta.index if snap is not None else 0, self._base_index)
+        if state.commit > durable:
+            log.warning(
+                "hard state commit %d is beyond the durable log (last index %d) in %s: "
+                "lowered after a crash",
+                state.commit,
+                durable,
+                self._dir,
+            )
+            state = replace(state, commit=LogIndex(durable))
+        return RecoveredState(state, snap, conf, ents)
 
     def statistics(self) -> StoreStatistics:
         with self._lock:

@@ -441,3 +441,19 @@ def test_failed_fsync_fails_the_store_until_reopened(
     with LogStore.open(tmp_path) as s:  # recovery reads what is really on disk
         assert s.entries(1, 6) == run(1, 6, 1)
         assert s.durable_index() == s.last_index() >= 5
+
+
+def test_a_commit_index_beyond_the_durable_log_is_lowered_on_restart(tmp_path: Path) -> None:
+    """The hard state's page can reach the disk before the log's fdatasync: after a power
+    cut, the commit index may name entries that never became durable (found in review)."""
+    with LogStore.open(tmp_path) as s:
+        s.append(run(1, 4, 1))
+        s.sync()
+        # what the disk holds if the hard state of a later sync was written back
+        # but entries 4..5 were not
+        s.save_hard_state(HardState(Term(1), NodeId("a"), LogIndex(5)))
+        s.sync()
+    with LogStore.open(tmp_path) as s:
+        recovered = s.initial_state()
+        assert recovered.hard_state == HardState(Term(1), NodeId("a"), LogIndex(3))
+        assert [e.index for e in recovered.entries] == [1, 2, 3]
