@@ -65,6 +65,9 @@ from colonymesh.simulations.runner import ScenarioResult
 __all__ = ["ColonyRun", "ColonyScenarioConfig", "run", "scenario"]
 
 
+_SERIES_SAMPLE_S = 1.0  # the time series in the figures (plots) sample this often
+
+
 @dataclass(frozen=True, slots=True)
 class ColonyScenarioConfig:
     peers: int = 50  # servers + 1 submitter + executors
@@ -213,6 +216,25 @@ def run(seed: int, cfg: ColonyScenarioConfig) -> ColonyRun:
 
     sim.checkers.append(check_step)
     sim.on_crash.append(crashed)
+    series: dict[str, list[list[float]]] = {
+        "running_processes": [],
+        "finished_processes": [],
+        "leader": [],
+    }
+    sample_at = [0.0]
+
+    def sample(_index: int) -> None:
+        """Time series for plots, read after a step once per virtual second (no events)."""
+        if sim.now < sample_at[0]:
+            return
+        sample_at[0] = sim.now + _SERIES_SAMPLE_S
+        t = round(sim.now, 3)
+        series["running_processes"].append([t, float(len(world.running_at))])
+        series["finished_processes"].append([t, float(len(world.final))])
+        leader = leader_index()
+        series["leader"].append([t, -1.0 if leader is None else float(leader)])
+
+    sim.checkers.append(sample)
 
     def leader_index() -> int | None:
         best: tuple[int, int] | None = None
@@ -317,6 +339,7 @@ def run(seed: int, cfg: ColonyScenarioConfig) -> ColonyRun:
         "partitions": injector.partitions,
         "heal_seconds": None if heal_s is None else round(heal_s, 6),
         **sim.stats.as_dict(),
+        "series": series,
     }
     return ColonyRun(sim.violation, sim.violation_at, profile, figures)
 

@@ -116,9 +116,17 @@ def _timeseries(
             continue
         fig = _figure()
         ax = fig.add_subplot()
-        ax.plot([p[0] for p in points], [p[1] for p in points], color="#d35400")
+        ax.plot(
+            [p[0] for p in points],
+            [p[1] for p in points],
+            color="#d35400",
+            drawstyle="steps-post",  # sampled counts and indices hold until the next sample
+        )
         ax.set_xlabel("virtual seconds")
-        ax.set_ylabel(name.replace("_", " "))
+        ax.set_ylabel(
+            name.replace("_", " ") + (" (server index, -1: none)" if name == "leader" else "")
+        )
+        ax.yaxis.get_major_locator().set_params(integer=True)
         ax.set_title(_title(summary, name.replace("_", " ")))
         _save(fig, out_dir, f"{summary.get('scenario', 'run')}_{name}.png", written)
 
