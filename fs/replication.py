@@ -187,6 +187,7 @@ class ReplicationStatistics:
     fetches_failed: int = 0
     coordinated: int = 0
     requests_refused: int = 0
+    roots_refused: int = 0
 
 
 class Replicator:
@@ -202,14 +203,20 @@ class Replicator:
 
     # --- inputs -------------------------------------------------------------------
 
-    def track(self, root: Cid, now: float) -> None:
-        """We hold `root` in full: keep its replicas at k from now on."""
+    def track(self, root: Cid, now: float) -> bool:
+        """We hold `root` in full: keep its replicas at k from now on.
+
+        False (and counted) when `roots_max` roots are tracked already: a cap on
+        memory, not an error; the root stays held, only not watched by this peer.
+        """
         if root in self._roots:
-            return
+            return True
         if len(self._roots) >= self.config.roots_max:
-            raise FsUsageError(f"more than {self.config.roots_max} roots tracked")
+            self.stats.roots_refused += 1
+            return False
         first = now + self._rng.uniform(0.0, self.config.check_jitter_s)
         self._roots[root] = _Root(next_check=first)
+        return True
 
     def untrack(self, root: Cid) -> None:
         self._roots.pop(root, None)
@@ -318,4 +325,5 @@ class Replicator:
             "fetches_failed": self.stats.fetches_failed,
             "coordinated": self.stats.coordinated,
             "requests_refused": self.stats.requests_refused,
+            "roots_refused": self.stats.roots_refused,
         }

@@ -129,8 +129,7 @@ class ReplicationService:
         tracked = self.core.tracked()
         now = trio.current_time()
         for root in pinned:
-            if root not in tracked:
-                self.core.track(root, now)
+            if root not in tracked and self.core.track(root, now):
                 self._start(self.providers.announce, root)
         held = dict.fromkeys(pinned)
         for root in tracked:
@@ -162,7 +161,10 @@ class ReplicationService:
         if self.config.scrub and not await trio.to_thread.run_sync(self._scrub, root):
             self.self_repairs += 1
             log.info("fs: our copy of %s lost blocks; fetching them again", root)
-            await self.chunks.fetch([root])
+            try:
+                await self.chunks.fetch([root])
+            except _NET_ERRORS as error:
+                log.info("fs: refetching blocks of %s failed: %s", root, error)
         key = provider_key(root)
         try:
             providers = await self.providers.find(root)

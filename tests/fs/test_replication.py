@@ -130,6 +130,13 @@ def test_failed_check_reschedules() -> None:
     assert rep.next_deadline() == 66.0
 
 
+def test_tracked_roots_are_capped() -> None:
+    rep = Replicator(PeerId("a"), ReplicationConfig(roots_max=1), random.Random(1))
+    assert rep.track(ROOT, 0.0) and rep.track(ROOT, 0.0)
+    assert not rep.track(Cid.of(CODEC_RAW, b"another"), 0.0)
+    assert rep.tracked() == [ROOT] and rep.stats.roots_refused == 1
+
+
 def test_config_is_validated() -> None:
     with pytest.raises(FsUsageError):
         ReplicationConfig(k=0)
