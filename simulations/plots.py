@@ -126,7 +126,9 @@ def _timeseries(
         ax.set_ylabel(
             name.replace("_", " ") + (" (server index, -1: none)" if name == "leader" else "")
         )
-        ax.yaxis.get_major_locator().set_params(integer=True)
+        from matplotlib.ticker import MaxNLocator
+
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(_title(summary, name.replace("_", " ")))
         _save(fig, out_dir, f"{summary.get('scenario', 'run')}_{name}.png", written)
 
