@@ -331,3 +331,21 @@ def test_a_stalled_only_provider_is_asked_again_then_given_up() -> None:
     effects = session.on_timeout(3.0)
     assert isinstance(effects[-1], SessionFinished) and not effects[-1].ok
     assert effects[-1].missing == (root,)
+
+
+def test_reviving_stalled_peers_survives_message_loss() -> None:
+    """One provider, 5% loss: without revival every fetch fails at its first lost message."""
+    root, blocks = make_file(30_000, seed=11)
+    store = {b.cid: b.data for b in blocks}
+    succeeded = {}
+    for retries in (0, 5):
+        ok = 0
+        for seed in range(10):
+            config = SessionConfig(peer_timeout_s=1.0, stall_retries_max=retries)
+            providers = {"only": Provider(dict(store))}
+            pump = Pump(new_session(root, seed, config), providers, random.Random(seed), loss=0.05)
+            done = pump.run()
+            assert not done.ok or pump.local == store
+            ok += done.ok
+        succeeded[retries] = ok
+    assert succeeded == {0: 0, 5: 10}
