@@ -3,7 +3,8 @@
 What it owns: :func:`run`, one seeded run of ``peers``
 :class:`~colonymesh.simulations.dht_world.DhtPeer` adapters (each a real
 :class:`~colonymesh.node.dht.DhtNode`, default configuration: k = 20,
-alpha = 3) on a four-region latency model with 1% loss, in three phases:
+alpha = 3) on a four-region latency model (5-150 ms one way, 10 ms jitter),
+in three phases:
 
 1. **Join.** Up to ``warm_start_above`` peers, every peer joins for real:
    it boots knowing a few bootstrap peers, looks up its own id and refreshes
@@ -12,13 +13,25 @@ alpha = 3) on a four-region latency model with 1% loss, in three phases:
    peer's table is filled, through the core's own ``RoutingTable.observe``,
    with up to ``k`` peers drawn at random from the population of each of its
    buckets -- what a join followed by a refresh of every bucket yields. The
-   summary says which (``bootstrap``).
+   summary says which (``bootstrap``). Lookups, provider records and churn
+   are always the real core.
 2. **Churn and workload** (``phase_s``, or ``--duration``). ``churn``
    of the initial population leaves (crash, for good) at uniformly drawn
-   times and as many new peers join for real through three live peers.
+   times and as many new peers join through three live peers: for real (the
+   core's bootstrap: self-lookup, then far-bucket refreshes) up to
+   ``warm_joins_above`` peers; above it a joiner's table is filled as the
+   refreshes would fill it and the core's bootstrap runs without them
+   (``refresh_on_bootstrap=False``), its self-lookup still announcing it to
+   its neighbourhood (``churn_joins`` in the summary).
    Meanwhile random live peers look up random ids (``lookups``), announce
    provider records (first half) and look them up (second half).
 3. **Drain**: no new work; operations in flight finish or time out.
+
+Loss: the real driver speaks over reliable streams (TCP, Noise, Yamux), where
+a lost packet is retransmitted, so by default 1% of messages arrive up to
+0.6 s late (``retransmit``) instead of being dropped; ``loss`` (datagram loss:
+every lost message a request timeout) is a knob, 0 by default. Dead peers,
+whose requests do time out, are churn's work.
 
 Checks. Every FIND_NODE lookup is judged against the ground truth
 (:class:`~colonymesh.simulations.dht_world.LiveIds`): the true ``k`` closest
@@ -28,8 +41,8 @@ nearest (it found the peer that owns the key); ``exact_k`` when it returned
 all ``k`` true closest. Violations (after every step): a lookup result not
 in XOR order, longer than ``k``, with duplicates or non-members, or naming a
 peer that had left before the lookup began (it cannot have answered); and at
-the end a success rate below ``success_floor`` (over 50 lookups or more) or a measured operation that
-never finished. A provider lookup succeeds when it finds the announcing peer.
+the end a success rate below ``success_floor`` (over 50 lookups or more) or
+a measured operation that never finished (unless its own peer left). A provider lookup succeeds when it finds the announcing peer.
 
 Determinism: ids are drawn from the seeded generator (they stand for the
 SHA-256 of Ed25519 keys without generating 10^5 key pairs); nodes share the
@@ -84,6 +97,7 @@ class DhtScenarioConfig:
     retransmit_window_s: float = 0.6
     jitter_s: float = 0.010
     warm_start_above: int = 2000  # more peers: warm-started tables (see module docs)
+    warm_joins_above: int = 20_000  # more peers: churn joins are warm too (see module docs)
     bootstrap_peers: int = 3
     join_spread_s: float = 60.0  # real joins are spread over this
     settle_s: float = 20.0
@@ -123,19 +137,24 @@ class _Run:
         self.left = 0
         self.refused = 0
         self.announcer: dict[bytes, int] = {}  # provided key -> the peer that announced it
-        self.index_of_id: dict[int, int] = {}  # filled for the warm start only
+        self.index_of_id: dict[int, int] = {}  # node id -> simulator index
+        self.warm_joins = cfg.peers > cfg.warm_joins_above
 
     # -- peers -------------------------------------------------------------------
 
-    def add_peer(self, seeds: list[PeerInfo] | None) -> int:
+    def add_peer(self, seeds: list[PeerInfo] | None, *, warm: bool = False) -> int:
         key = self.rng.getrandbits(ID_BITS).to_bytes(32, "big")
         world = self.world
         index = self.sim.node_count
         world.infos.append(PeerInfo(key))
-        world.ids.append(node_id_of(key))
+        node_id = node_id_of(key)
+        world.ids.append(node_id)
         world.index_of[key] = index
+        self.index_of_id[node_id] = index
         if seeds:
             world.joins[index] = seeds
+        if warm:
+            world.warm_joiners[index] = None
         self.slot[index] = len(self.alive)
         self.alive.append(index)
         world_ref = self.world
@@ -174,30 +193,41 @@ class _Run:
             index = self.random_ready()
             if index is not None:
                 seeds.append(self.world.infos[index])
-        if seeds:
+        if not seeds:
+            return
+        self.joined += 1
+        if not self.warm_joins:
             self.add_peer(seeds)
-            self.joined += 1
+            return
+        index = self.add_peer(None, warm=True)
+        self.fill_table(index, self.sim.now)
+        self.sim.poke(index, lambda a: cast(DhtPeer, a).bootstrap(seeds, self.sim.now))
 
     # -- tables ------------------------------------------------------------------
 
     def warm_start(self) -> None:
         """Fill every table with up to k random peers of each of its buckets."""
+        self.world.live.bulk_load(list(self.world.ids), 0.0)
+        for index in range(len(self.world.ids)):
+            self.fill_table(index, 0.0)
+
+    def fill_table(self, index: int, now: float) -> None:
+        """Up to k random live, joined peers of each bucket, through ``observe``."""
         world, rng, k = self.world, self.rng, self.cfg.k
-        world.live.bulk_load(list(world.ids), 0.0)
-        for index, self_id in enumerate(world.ids):
-            peer = cast(DhtPeer, self.sim.adapter(index))
-            table = peer._core().table
-            for bucket in range(ID_BITS - 1, -1, -1):
-                # ids at distance [2**b, 2**(b+1)): flip bit b, keep the bits above it
-                lo = ((self_id >> bucket) ^ 1) << bucket
-                members = world.live.in_range(lo, lo + (1 << bucket))
-                if len(members) > k:
-                    members = rng.sample(members, k)
-                for node_id in members:
-                    table.observe(world.infos[self.index_of_id[node_id]], 0.0)
-                own_lo = (self_id >> bucket) << bucket
-                if len(world.live.in_range(own_lo, own_lo + (1 << bucket))) <= 1:
-                    break  # nobody else shares this prefix: the nearer buckets are empty
+        self_id = world.ids[index]
+        table = cast(DhtPeer, self.sim.adapter(index))._core().table
+        infos, index_of_id = world.infos, self.index_of_id
+        for bucket in range(ID_BITS - 1, -1, -1):
+            # ids at distance [2**b, 2**(b+1)): flip bit b, keep the bits above it
+            lo = ((self_id >> bucket) ^ 1) << bucket
+            members = world.live.in_range(lo, lo + (1 << bucket))
+            if len(members) > k:
+                members = rng.sample(members, k)
+            for node_id in members:
+                table.observe(infos[index_of_id[node_id]], now)
+            own_lo = (self_id >> bucket) << bucket
+            if len(world.live.in_range(own_lo, own_lo + (1 << bucket))) <= 1:
+                break  # nobody else shares this prefix: the nearer buckets are empty
 
     def real_joins(self) -> None:
         cfg, rng = self.cfg, self.rng
@@ -317,14 +347,12 @@ class _Run:
 def run(seed: int, cfg: DhtScenarioConfig) -> tuple[Simulator, dict[str, Any]]:
     """One seeded run; returns the simulator (violation, stats) and the figures."""
     r = _Run(seed, cfg)
-    sim, rng, world = r.sim, r.rng, r.world
+    sim, rng = r.sim, r.rng
     warm = cfg.peers > cfg.warm_start_above
     if warm:
         for _ in range(cfg.peers):
             r.add_peer(None)
-        r.index_of_id = {node_id: i for i, node_id in enumerate(world.ids)}
         r.warm_start()
-        r.index_of_id = {}
         t0 = 1.0
     else:
         r.real_joins()
@@ -380,6 +408,7 @@ def _figures(
     success = round(sum(m.ok for m in lookups) / len(lookups), 6) if lookups else 0.0
     return {
         "bootstrap": "warm-start" if warm else "joins",
+        "churn_joins": "warm-fill+self-lookup" if r.warm_joins else "joins",
         "k": cfg.k,
         "alpha": cfg.alpha,
         "loss": cfg.loss,

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import assert_never
 
 from colonymesh.node.dht import (
@@ -135,12 +135,14 @@ class DhtWorld:
         "ids",
         "index_of",
         "infos",
+        "join_config",
         "joins",
         "left_at",
         "live",
         "misbehaved",
         "on_finished",
         "ops",
+        "warm_joiners",
     )
 
     def __init__(self, config: DhtConfig, on_finished: Finished) -> None:
@@ -151,6 +153,10 @@ class DhtWorld:
         self.live = LiveIds()
         self.left_at: dict[int, float] = {}  # index -> when it left
         self.joins: dict[int, list[PeerInfo]] = {}  # index -> seeds it must join through
+        # peers whose table the scenario fills (as refreshes would) before they join: their
+        # bootstrap is the core's own self-lookup without the far-bucket refreshes
+        self.warm_joiners: dict[int, None] = {}
+        self.join_config = replace(config, refresh_on_bootstrap=False)
         self.ops: dict[tuple[int, int], OpRecord] = {}  # (peer, op id) -> record
         self.misbehaved = 0
         self.on_finished = on_finished
@@ -182,13 +188,16 @@ class DhtPeer:
             verify=world.verify,
             is_member=world.is_member,
             rng=self.io.rng,
-            config=world.config,
+            config=world.join_config if self.index in world.warm_joiners else world.config,
             now=now,
         )
         seeds = world.joins.pop(self.index, None)
         if seeds:
-            _, out = self.core.bootstrap(seeds, now)
-            self._apply(out, now)
+            self.bootstrap(seeds, now)
+
+    def bootstrap(self, seeds: list[PeerInfo], now: float) -> None:
+        _, out = self._core().bootstrap(seeds, now)
+        self._apply(out, now)
 
     def _core(self) -> DhtNode:
         if self.core is None:

@@ -53,6 +53,15 @@ def test_warm_start_fills_tables_through_the_core() -> None:
     assert f["lookup_success_rate"] >= 0.99
 
 
+def test_warm_joins_fill_the_joiner_then_run_the_core_bootstrap() -> None:
+    cfg = replace(SMALL, peers=300, warm_start_above=100, warm_joins_above=100, lookups=150)
+    sim, f = run(3, cfg)
+    assert sim.violation is None, sim.violation
+    assert f["churn_joins"] == "warm-fill+self-lookup"
+    assert f["peers_joined"] == f["peers_left"] == 60
+    assert f["lookup_success_rate"] >= 0.99
+
+
 def test_ground_truth_matches_brute_force() -> None:
     rng = random.Random(7)
     live = LiveIds()
