@@ -16,6 +16,7 @@ import trio
 from chaos import spec
 from rolekit import make_cluster, wait_for
 
+import colonymesh
 from colonymesh.node.colony.client import ColonyClient
 from colonymesh.node.peer.daemon import load_colony
 from colonymesh.node.peer.peer import Peer, PeerConfig
@@ -68,5 +69,16 @@ async def test_a_client_knowing_only_an_executor_follows_the_leader(tmp_path: Pa
             10,
         )
         assert executor.status()["discovery"]["refused"] == 0
+        # The SDK joins the same way: its only bootstrap peer is the executor.
+        with trio.fail_after(60):
+            async with colonymesh.connect(
+                key=cluster.submitter_keys,
+                certificate=cluster.submitter_certificate,
+                colony=membership,
+                bootstrap=[executor.address],
+            ) as session:
+                process = await session.submit(spec(3, 5))
+                await process.wait(timeout_s=30)
+                assert process.state == "success"
     finally:
         cluster.close()
