@@ -10,9 +10,11 @@ the checks that decide whether it passed:
    levels at simulator cost) are imported with the real importer at random
    origins, which pin and announce them. The repair cores recruit replicas
    until every root has ``k`` live holders (bounded by ``replicate_bound_s``).
-3. **Loss.** Peers are crashed greedily, in a seeded order, for as long as
+3. **Loss.** Holders are crashed greedily, in a seeded order, for as long as
    every root keeps at least one live holder and ``k + 1`` peers stay up:
-   most roots lose ``k - 1`` of their ``k`` providers. Then one block is corrupted at one surviving holder
+   most roots lose ``k - 1`` of their ``k`` providers. A seeded fraction (0,
+   1/4, 1/2) of the peers that hold nothing crash with them: the DHT loses
+   contacts and the provider records they stored. Then one block is corrupted at one surviving holder
    of every root that kept two or more.
 4. **Read.** Every file is read by a peer that does not hold it, through a
    session fed by DHT provider records (which still name the dead peers),
@@ -211,15 +213,23 @@ def _importer(peer: FsPeer, root: Cid, blocks: dict[Cid, bytes]) -> Callable[[ob
 
 
 def _lose(run: _Run, cfg: FsScenarioConfig) -> list[int]:
-    """Crash peers in a seeded order while every root keeps a live holder."""
+    """Crash holders in a seeded order while every root keeps a live holder, and a
+    seeded fraction (0, 1/4 or 1/2) of the bystanders (peers that hold no root)."""
     sim = run.sim
     order = list(range(cfg.peers))
     sim.rng.shuffle(order)
     holders = {f.root: live_holders(run, f.root) for f in run.files}
+    holding = {i for h in holders.values() for i in h}
+    bystanders = [i for i in order if i not in holding]
+    bystanders_lost = dict.fromkeys(
+        bystanders[: int(len(bystanders) * sim.rng.choice([0, 1, 2]) / 4)]
+    )
     crashed: list[int] = []
     for index in order:
         if cfg.peers - len(crashed) <= cfg.k + 1:
             break  # k live peers, and one spare, must remain for k to be reachable again
+        if index not in holding and index not in bystanders_lost:
+            continue
         if all(len(h) > 1 or index not in h for h in holders.values()):
             crashed.append(index)
             for h in holders.values():
