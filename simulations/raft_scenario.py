@@ -18,14 +18,19 @@ simulator adapter), KV clients and an :class:`Operator`:
    machine; the clients' history is linearizable.
 
 Drawn per seed besides the fault profile: reads through the log or by
-ReadIndex, how often the operator transfers leadership, and how often it
+ReadIndex, how often the operator transfers leadership, how often it
 changes the membership (spare servers join as learners, get promoted,
-voters are removed). Servers snapshot every ``snapshot_every`` applied
-entries, so compaction and snapshot transfer are exercised too.
+voters are removed), and how the servers persist (:func:`draw_persist`):
+how long an fsync takes and which servers, as leaders, send their appends
+while persisting them (dissertation §10.2.1) rather than after -- so both
+paths, and crashes inside the leader's send-before-durable window, are
+covered. Servers snapshot every ``snapshot_every`` applied entries, so
+compaction and snapshot transfer are exercised too.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, cast
@@ -37,6 +42,7 @@ from colonymesh.simulations.faults import FaultInjector, FaultProfile
 from colonymesh.simulations.kv import KvClient, KvWorkload
 from colonymesh.simulations.linearizability import check_kv
 from colonymesh.simulations.raft_server import (
+    PersistModel,
     RaftCluster,
     RaftScenarioConfig,
     RaftServer,
@@ -44,7 +50,29 @@ from colonymesh.simulations.raft_server import (
 )
 from colonymesh.simulations.runner import ScenarioResult
 
-__all__ = ["RaftRun", "RaftScenarioConfig", "RaftServer", "replay", "run", "scenario"]
+__all__ = [
+    "PersistModel",
+    "RaftRun",
+    "RaftScenarioConfig",
+    "RaftServer",
+    "draw_persist",
+    "replay",
+    "run",
+    "scenario",
+]
+
+# Simulated fsync durations to draw from (0: instantaneous, the write cannot
+# overlap anything but a torn crash at that instant).
+FSYNC_S_CHOICES = (0.0, 0.001, 0.005, 0.02)
+# Fractions of servers that send while persisting (the rest persist first).
+PARALLEL_FRACTIONS = (0.0, 0.5, 1.0, 1.0)
+
+
+def draw_persist(rng: random.Random, servers: int) -> list[PersistModel]:
+    """One seed's persist models: a shared fsync duration, per server serial or parallel."""
+    fsync_s = FSYNC_S_CHOICES[rng.randrange(len(FSYNC_S_CHOICES))]
+    fraction = PARALLEL_FRACTIONS[rng.randrange(len(PARALLEL_FRACTIONS))]
+    return [PersistModel(fsync_s, rng.random() < fraction) for _ in range(servers)]
 
 
 @dataclass(slots=True)
@@ -145,7 +173,8 @@ def run(seed: int, cfg: RaftScenarioConfig, server_cls: type[RaftServer] = RaftS
         attempts_max=20,
         think_s=cfg.heartbeat_interval_s,
     )
-    cluster = RaftCluster(cfg, workload, read_index=read_index, spares=spares)
+    persist = draw_persist(rng, len(servers))
+    cluster = RaftCluster(cfg, workload, read_index=read_index, spares=spares, persist=persist)
     for _ in servers:
         rate, offset_s = profile.draw_clock(rng)
         sim.add_node(lambda io: server_cls(io, cluster), clock_rate=rate, clock_offset_s=offset_s)
@@ -172,6 +201,9 @@ def run(seed: int, cfg: RaftScenarioConfig, server_cls: type[RaftServer] = RaftS
 
     def crashed(index: int) -> None:
         if index < servers_n:
+            server = cluster.servers[index]
+            if server is not None:
+                server.crashed(rng)  # tear a persist in flight before the disk is read
             cluster.servers[index] = None
             checker.rebuild(index, sim.disk(index).records)
 
@@ -213,6 +245,9 @@ def run(seed: int, cfg: RaftScenarioConfig, server_cls: type[RaftServer] = RaftS
         "max_term": max(checker.leaders, default=0),
         "commits": checker.commits,
         "heal_seconds": None if heal_s is None else round(heal_s, 6),
+        "fsync_s": persist[0].fsync_s,
+        "parallel_servers": sum(m.parallel for m in persist),
+        **cluster.persist_stats.as_dict(),
         "partitions": injector.partitions,
         "slowdowns": injector.slowdowns,
         "client_ops": len(workload.history),

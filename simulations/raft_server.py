@@ -1,25 +1,50 @@
 """The simulated Raft server: a :class:`~colonymesh.consensus.RaftNode` with a key-value store.
 
 What it owns: :class:`RaftServer`, the simulator adapter around the real
-Raft core. It honours the core's Ready contract exactly as the trio driver
-does -- persist (snapshot, entries, hard state) through the simulated disk,
-*then* send, *then* apply committed entries to a :class:`~colonymesh.
-simulations.kv.KvStore` and answer clients, *then* ``advance``. It rebuilds
+Raft core. It honours the core's Ready contract as the trio driver does --
+persist (snapshot, entries, hard state) through the simulated disk, send,
+apply committed entries to a :class:`~colonymesh.simulations.kv.KvStore`
+and answer clients, *then* ``advance``. It rebuilds
 the core from its disk at every (re)start (:func:`replay`), snapshots its
 store every ``snapshot_every`` applied entries (``compact``, then an atomic
 disk rewrite), serves reads through the log or by ReadIndex, and carries
 out operator requests (leadership transfer, membership change).
 
+How a persist is carried out is a per-server choice (:class:`PersistModel`,
+drawn per seed by the raft scenario; the default is the old one):
+
+* ``fsync_s == 0``: the persist is instantaneous: written and synced
+  within the step that produced the Ready (a torn crash armed on the node
+  cuts it there).
+* ``fsync_s > 0``: the write + fsync of a Ready that ``must_sync`` takes
+  simulated time (``fsync_s`` times a jitter in [0.5, 1.5)); the records
+  reach the disk, and ``advance`` is called, only when it completes. The
+  core keeps being fed meanwhile (messages, timers, proposals: the contract
+  allows inputs between ``ready`` and ``advance``) but is asked for no new
+  Ready. A crash in between tears the write: a random prefix of its records
+  survives (:meth:`RaftServer.crashed`, which the scenario's crash hook
+  calls; a torn crash armed by the fault injector tears it at completion).
+* ``parallel``: a Ready with ``send_while_persisting`` (a leader whose term
+  and vote are durable) sends its messages *before* its persist starts, as
+  the trio driver does (dissertation §10.2.1) -- so the simulator explores
+  the window in which followers hold entries the leader has not made
+  durable and the leader may crash. Otherwise messages go out only once the
+  persist is durable (the serial path every follower and candidate takes).
+
 Everything it persists and applies is reported to the cluster's
-:class:`~colonymesh.simulations.raft_checks.RaftChecker`.
+:class:`~colonymesh.simulations.raft_checks.RaftChecker`; how often the
+parallel window was used and hit by a crash is counted in
+:class:`PersistStats` (``RaftCluster.persist_stats``).
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import cast
 
 from colonymesh.consensus import (
+    AppendEntries,
     ConfChange,
     ConfChangeError,
     Message,
@@ -28,6 +53,7 @@ from colonymesh.consensus import (
     RaftConfig,
     RaftNode,
     RaftProtocolError,
+    Ready,
     Role,
 )
 from colonymesh.consensus.types import (
@@ -39,7 +65,7 @@ from colonymesh.consensus.types import (
     NodeId,
     Snapshot,
 )
-from colonymesh.simulations.engine import InvariantViolation, NodeIO
+from colonymesh.simulations.engine import InvariantViolation, NodeCrashed, NodeIO
 from colonymesh.simulations.kv import ClientRequest, ClientResponse, KvStore, KvWorkload
 from colonymesh.simulations.raft_checks import RaftChecker
 
@@ -59,6 +85,30 @@ class RaftScenarioConfig:
     spares: int = 2  # servers outside the group at the start, for membership changes
 
 
+@dataclass(frozen=True, slots=True)
+class PersistModel:
+    """How one server's driver persists a Ready (see the module docs)."""
+
+    fsync_s: float = 0.0  # simulated duration of one synced write; 0: instantaneous
+    parallel: bool = False  # honour Ready.send_while_persisting (send before durable)
+
+
+@dataclass(slots=True)
+class PersistStats:
+    """Counters of the persist window, over all servers of a cluster (deterministic)."""
+
+    timed_persists: int = 0  # persists that took simulated time
+    early_readies: int = 0  # Readies whose messages went out before their persist was durable
+    early_appends: int = 0  # AppendEntries carrying entries not yet durable on the sender
+    crashes_mid_persist: int = 0  # crashes while a timed persist was in flight
+    crashes_after_early_send: int = 0  # ... of which after its messages had gone out
+    torn_records_lost: int = 0  # records of in-flight persists a crash cut off
+    committed_before_durable: int = 0  # entries a leader committed before its own copy was durable
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in PersistStats.__slots__}
+
+
 class RaftCluster:
     """What the servers share across restarts: names, the checker, the workload."""
 
@@ -69,6 +119,7 @@ class RaftCluster:
         *,
         read_index: bool = False,
         spares: int = 0,
+        persist: list[PersistModel] | None = None,
     ) -> None:
         self.cfg = cfg
         self.read_index = read_index  # serve reads by ReadIndex instead of through the log
@@ -83,6 +134,11 @@ class RaftCluster:
         self.checker = RaftChecker(self.ids)
         self.workload = workload
         self.servers: list[RaftServer | None] = [None] * len(self.ids)
+        # Per server index (kept across restarts); default: instantaneous, serial.
+        self.persist = persist if persist is not None else [PersistModel()] * len(self.ids)
+        if len(self.persist) != len(self.ids):
+            raise ValueError("one persist model per server")
+        self.persist_stats = PersistStats()
 
 
 def replay(records: list[object]) -> tuple[HardState | None, list[Entry], Snapshot | None]:
@@ -143,6 +199,8 @@ class RaftServer:
         self.waiting: dict[tuple[int, int], int] = {}  # (client, seq) -> client node
         self.reads: dict[bytes, tuple[int, ClientRequest]] = {}  # ReadIndex context -> request
         self.reads_due: list[tuple[int, int, ClientRequest]] = []  # (index, client node, req)
+        self.persist_model = cluster.persist[self.index]
+        self.in_flight: _InFlight | None = None  # a timed persist not yet durable
 
     def _node(self) -> RaftNode:
         if self.node is None:
@@ -175,11 +233,45 @@ class RaftServer:
         return replay(self.io.disk.records)
 
     def next_deadline(self) -> float | None:
-        return None if self.node is None else self.node.next_deadline()
+        if self.node is None:
+            return None
+        d = self.node.next_deadline()
+        flight = self.in_flight
+        if flight is not None and flight.done_at < d:
+            return flight.done_at
+        return d
 
     def fire(self, now: float) -> None:
-        self._node().handle_timer(now)
+        node = self._node()
+        flight = self.in_flight
+        if flight is not None and now >= flight.done_at:
+            self.in_flight = None
+            self._complete(flight.ready, flight.records, flight.early, now)
+            if now >= node.next_deadline():
+                node.handle_timer(now)
+        else:
+            node.handle_timer(now)
         self._drain(now)
+
+    def crashed(self, rng: random.Random) -> None:
+        """This server's node crashed (the scenario's crash hook calls this before
+        anyone reads its disk): a persist in flight is torn, a random prefix of its
+        records survives (records are whole or absent, as the store's checksums make
+        them)."""
+        flight = self.in_flight
+        if flight is None:
+            return
+        self.in_flight = None
+        kept = self.io.disk.append_torn(flight.records, rng)
+        self._count_crash(len(flight.records) - kept, flight.early)
+
+    def _count_crash(self, lost: int, early: bool) -> None:
+        """A crash cut a persist, ``lost`` of its records with it."""
+        stats = self.cluster.persist_stats
+        stats.crashes_mid_persist += 1
+        if early:
+            stats.crashes_after_early_send += 1
+        stats.torn_records_lost += lost
 
     def deliver(self, src: int, msg: object, now: float) -> None:
         if isinstance(msg, ClientRequest):
@@ -218,10 +310,11 @@ class RaftServer:
         self.waiting[(req.client, req.seq)] = src
 
     def _drain(self, now: float) -> None:
-        """Honour every Ready: persist, then send, then apply, then advance."""
+        """Honour every Ready: persist and send (in the order the model says), apply,
+        advance; stop at a persist that takes simulated time (``fire`` resumes)."""
         node = self._node()
-        checker = self.cluster.checker
-        while True:
+        model = self.persist_model
+        while self.in_flight is None:
             rd = node.ready()
             if rd is None:
                 break
@@ -231,31 +324,68 @@ class RaftServer:
             records.extend(rd.entries)
             if rd.hard_state is not None:
                 records.append(rd.hard_state)
-            if records:
+            early = model.parallel and rd.send_while_persisting
+            if early:
+                self._send_early(rd)
+            if model.fsync_s > 0.0 and rd.must_sync and records:
+                jitter = 0.5 + self.io.rng.random()
+                self.in_flight = _InFlight(rd, records, early, now + model.fsync_s * jitter)
+                self.cluster.persist_stats.timed_persists += 1
+                return  # nothing more until this persist is durable
+            self._complete(rd, records, early, now)
+        self._maybe_snapshot()
+
+    def _send_early(self, rd: Ready) -> None:
+        """Send a leader's messages before its persist is durable (§10.2.1)."""
+        stats = self.cluster.persist_stats
+        index_of = self.cluster.index_of
+        if rd.entries and rd.must_sync:
+            stats.early_readies += 1
+            first = rd.entries[0].index
+            for m in rd.messages:
+                if isinstance(m, AppendEntries) and m.entries and m.entries[-1].index >= first:
+                    stats.early_appends += 1
+        for m in rd.messages:
+            self.io.send(index_of[m.dst], m)
+
+    def _complete(self, rd: Ready, records: list[object], early: bool, now: float) -> None:
+        """The persist of ``rd`` becomes durable now: send (if not yet), apply, advance."""
+        node = self._node()
+        checker = self.cluster.checker
+        if early and rd.entries and node.log.committed >= rd.entries[0].index:
+            # A quorum of followers made these durable before we did (§10.2.1).
+            last = min(int(node.log.committed), int(rd.entries[-1].index))
+            self.cluster.persist_stats.committed_before_durable += last - rd.entries[0].index + 1
+        if records:
+            before = len(self.io.disk.records)
+            try:
                 self.io.persist(records)
-                checker.persisted(self.index, records)
-                if rd.snapshot is not None:
-                    self._compact_disk()
+            except NodeCrashed:  # an armed crash tore this very write
+                self._count_crash(before + len(records) - len(self.io.disk.records), early)
+                raise
+            checker.persisted(self.index, records)
+            if rd.snapshot is not None:
+                self._compact_disk()
+        if not early:
             index_of = self.cluster.index_of
             for m in rd.messages:
                 self.io.send(index_of[m.dst], m)
-            if rd.snapshot is not None and rd.restore_snapshot:
-                self.kv = self.store_cls.decode(rd.snapshot.data)
-                self.applied = int(rd.snapshot.meta.index)
-                checker.restored(self.index, rd.snapshot)
-            if rd.committed_entries:
-                term = int(node.term)
-                for e in rd.committed_entries:
-                    checker.applying(self.index, e, term)
-                    self._apply(e)
-            for rs in rd.read_states:
-                read = self.reads.pop(rs.context, None)
-                if read is not None:
-                    self.reads_due.append((int(rs.index), read[0], read[1]))
-            if self.reads_due:
-                self._serve_reads()
-            node.advance(rd)
-        self._maybe_snapshot()
+        if rd.snapshot is not None and rd.restore_snapshot:
+            self.kv = self.store_cls.decode(rd.snapshot.data)
+            self.applied = int(rd.snapshot.meta.index)
+            checker.restored(self.index, rd.snapshot)
+        if rd.committed_entries:
+            term = int(node.term)
+            for e in rd.committed_entries:
+                checker.applying(self.index, e, term)
+                self._apply(e)
+        for rs in rd.read_states:
+            read = self.reads.pop(rs.context, None)
+            if read is not None:
+                self.reads_due.append((int(rs.index), read[0], read[1]))
+        if self.reads_due:
+            self._serve_reads()
+        node.advance(rd)
 
     def _apply(self, e: Entry) -> None:
         self.applied = int(e.index)
@@ -326,6 +456,16 @@ class RaftServer:
     def role_term(self) -> tuple[Role, int]:
         node = self._node()
         return node.role, int(node.term)
+
+
+@dataclass(frozen=True, slots=True)
+class _InFlight:
+    """A Ready whose persist is under way; durable at ``done_at`` (local time)."""
+
+    ready: Ready
+    records: list[object]
+    early: bool  # its messages already went out
+    done_at: float
 
 
 def _as_message(msg: object) -> Message:
