@@ -59,6 +59,8 @@ from colonymesh.node.peer.peer import Peer, PeerConfig
 
 log = logging.getLogger("colonymesh.node")
 REVOCATIONS_POLL_S = 1.0
+# On a signal, how long the executor may take to stop its work and unregister.
+EXECUTOR_STOP_S = 15.0
 # What the node's chunk store may hold; unpinned blocks are evicted first (fs/store.py).
 FS_CAPACITY_BYTES = 10 * 2**30
 
@@ -114,6 +116,9 @@ class Roles:
         self.server: LedgerServer | None = None
         self.executor: ExecutorService | None = None
         self.executor_error = ""
+        # Stopped first on a signal, while the peer can still carry its unregistration.
+        self.executor_scope = trio.CancelScope()
+        self.executor_stopped = trio.Event()
         self.dht: DhtService | None = None
         self.gossip: GossipService | None = None
         self.mdns: MdnsService | None = None
@@ -187,10 +192,10 @@ async def run_node(
                 folder,
                 peer_config.membership.colony,
             )
+        state = Roles()
         async with trio.open_nursery() as top:
-            top.start_soon(_stop_on_signal, signals, top.cancel_scope)
+            top.start_soon(_stop_on_signal, signals, top.cancel_scope, state)
             async with Peer.open(peer_config) as peer, trio.open_nursery() as duties:
-                state = Roles()
                 commands = _commands(peer, config, folder, state)
                 # Every node keeps a chunk store and serves the meta-filesystem.
                 chunks = ChunkService(
@@ -284,6 +289,20 @@ async def _run_executor(
     state: Roles,
 ) -> None:
     """Serve ``kind`` until cancelled; registration waits for the colony to answer."""
+    try:
+        with state.executor_scope:
+            await _serve_executor(peer, config, settings, kind, state)
+    finally:
+        state.executor_stopped.set()
+
+
+async def _serve_executor(
+    peer: Peer,
+    config: NodeConfig,
+    settings: ExecutorSettings,
+    kind: ExecutorKind,
+    state: Roles,
+) -> None:
     certificate = peer.certificate
     if certificate is None:  # checked by check_executor before the node started
         return
@@ -315,9 +334,15 @@ async def _run_executor(
             await trio.sleep(1.0)
 
 
-async def _stop_on_signal(signals: Any, scope: trio.CancelScope) -> None:
+async def _stop_on_signal(signals: Any, scope: trio.CancelScope, state: Roles) -> None:
     async for signum in signals:
         log.info("received %s; shutting down", signal.Signals(signum).name)
+        if state.executor is not None:
+            # The executor unregisters (re-queuing its work) through the peer: stop it
+            # while the peer still runs, then the rest.
+            state.executor_scope.cancel()
+            with trio.move_on_after(EXECUTOR_STOP_S):
+                await state.executor_stopped.wait()
         scope.cancel()
         return
 
