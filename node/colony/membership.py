@@ -161,12 +161,11 @@ class GroupKeeper:
     def _propose(self, change: ConfChange) -> None:
         driver = self.server.driver
         try:
-            result = driver.node.propose_conf_change(change)
+            result = driver.propose_conf_change(change)
         except RaftError as error:
             self.stats.refused += 1
             log.info("membership change %s %s not proposed: %s", change.op.name, change.node, error)
             return
-        driver._wakeup.set()  # the driver has no public conf-change call: run its Ready loop
         self._pending = result.index
         match change.op:
             case ConfChangeOp.ADD_LEARNER:

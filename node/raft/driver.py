@@ -51,12 +51,14 @@ import trio
 from colonymesh.consensus import (
     Message,
     NotLeader,
+    ProposalResult,
     RaftConfig,
     RaftNode,
     RaftProtocolError,
     Ready,
     Status,
 )
+from colonymesh.consensus.confchange import ConfChange
 from colonymesh.consensus.storage import LogStore
 from colonymesh.consensus.types import (
     ConfState,
@@ -198,6 +200,14 @@ class RaftDriver:
         if waiter.error is not None:
             raise waiter.error
         return waiter.result
+
+    def propose_conf_change(self, change: ConfChange) -> ProposalResult:
+        """Propose one membership change (Raft §6, one server at a time); returns at once
+        with where it sits in the log. Raises the core's error if refused (not leader,
+        a change already pending)."""
+        result = self.node.propose_conf_change(change)
+        self._wakeup.set()
+        return result
 
     def status(self) -> Status:
         return self.node.status()
