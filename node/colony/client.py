@@ -37,7 +37,7 @@ import logging
 import os
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -46,6 +46,8 @@ import trio
 from colonymesh.node.certs import encode_record
 from colonymesh.node.colony.discovery import LeaderIs, ServerDirectory, WhereLeader
 from colonymesh.node.colony.protocol import (
+    ClaimAnswer,
+    ClaimWork,
     GetProcess,
     GetStatus,
     GetWorkflow,
@@ -200,11 +202,38 @@ class ColonyClient:
             answer = await self._deliver(self.seal(body))
         return answer
 
+    async def claim_work(
+        self, claim: object, wait_s: float, report: bytes = b""
+    ) -> tuple[Proposed, Proposed | None]:
+        """Claim through the leader's parking (``colony.claim_work``); both outcomes.
+
+        Returns the claim's outcome (as :meth:`propose`) and the carried
+        ``report``'s (an already sealed close or fail, proposed ahead of the
+        claim), None if no server answered for it. On failover the same two
+        frames are re-sent; the ledger spends each sequence number once.
+        """
+        frame = self.seal(claim)
+        answer, carried = await self._deliver_request(
+            frame, lambda: ClaimWork(frame, wait_s, report), self.timeout_s + wait_s, len(report)
+        )
+        return answer, carried
+
     async def _deliver(self, frame: bytes, timeout_s: float | None = None) -> Proposed:
-        cap = self.peer.config.messaging.frame_bytes_max - PROPOSE_OVERHEAD_BYTES
+        answer, _ = await self._deliver_request(frame, lambda: Propose(frame), timeout_s)
+        return answer
+
+    async def _deliver_request(
+        self,
+        frame: bytes,
+        request: Callable[[], object],
+        timeout_s: float | None = None,
+        extra_bytes: int = 0,
+    ) -> tuple[Proposed, Proposed | None]:
+        cap = self.peer.config.messaging.frame_bytes_max - PROPOSE_OVERHEAD_BYTES - extra_bytes
         if len(frame) > cap:  # no server could take it: refuse now rather than retry
             raise CommandRefused(f"command of {len(frame)} bytes exceeds the cap of {cap}")
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
+        carried: Proposed | None = None
         deadline = trio.current_time() + timeout_s
         candidates = self._candidates()
         last_error = "no server answered"
@@ -228,7 +257,7 @@ class ColonyClient:
                 self.stats.resent += 1
             try:
                 answer = await self.peer.request(
-                    server, Propose(frame), timeout=max(0.1, deadline - trio.current_time())
+                    server, request(), timeout=max(0.1, deadline - trio.current_time())
                 )
             except ColonymeshError as error:
                 last_error = f"{server[-8:]}: {error}"
@@ -236,6 +265,9 @@ class ColonyClient:
                 if self._leader == server:
                     self._leader = None
                 continue
+            if isinstance(answer, ClaimAnswer):
+                carried = answer.report if answer.report is not None else carried
+                answer = answer.claim
             if not isinstance(answer, Proposed):
                 last_error = f"{server[-8:]} answered {type(answer).__name__}"
                 continue
@@ -258,8 +290,8 @@ class ColonyClient:
                 continue
             if not answer.applied and maybe_delivered and _REPLAYED in answer.reason:
                 self.stats.lost_answers += 1
-                return Proposed(True, reason=LOST_ANSWER)
-            return answer
+                return Proposed(True, reason=LOST_ANSWER), carried
+            return answer, carried
         raise ColonyUnavailable(f"command not delivered within {timeout_s:g} s ({last_error})")
 
     async def _reach(self, server: str, deadline: float) -> None:

@@ -43,6 +43,34 @@ class Proposed:
     view_json: str = field(default="", metadata=limit(VIEW_BYTES_MAX))
 
 
+@message("colony.claim_work")
+@dataclass(frozen=True, slots=True)
+class ClaimWork:
+    """An executor's sealed claim-any, parked at the leader until it may win.
+
+    The leader holds ``claim`` (it does not enter the log) until a ready
+    process this executor matches is not already spoken for by claims in
+    flight, then proposes it and answers like ``colony.propose``; after
+    ``wait_s`` with nothing to run it answers "no waiting process" without
+    proposing. ``report``: the slot's previous outcome (a sealed ``Close`` or
+    ``Fail``), proposed ahead of the claim so both share one Raft batch and
+    one round trip.
+    """
+
+    claim: bytes = field(metadata=limit(FRAME_BYTES_MAX))
+    wait_s: float = 10.0
+    report: bytes = field(default=b"", metadata=limit(FRAME_BYTES_MAX))
+
+
+@message("colony.claim_answer")
+@dataclass(frozen=True, slots=True)
+class ClaimAnswer:
+    """The parked claim's outcome, and the carried report's (when one was sent)."""
+
+    claim: Proposed
+    report: Proposed | None = None
+
+
 @message("colony.get_process")
 @dataclass(frozen=True, slots=True)
 class GetProcess:

@@ -13,6 +13,10 @@ the request handlers members use:
   ``wait_final_s`` turns a read into a long-poll that answers as soon as the
   process is final here.
 * ``colony.wait_work``: an executor's long-poll for claimable work.
+* ``colony.claim_work``: an executor's claim, parked here (not in the log)
+  until a ready process it matches is not spoken for by claims in flight, then
+  proposed; with the slot's previous close or fail carried ahead of it. So
+  one claim per process reaches the log, not one per idle slot.
 * ``colony.heartbeat``: an executor renews its liveness lease; only the
   leader acknowledges (and counts the executor as seen, see ``liveness.py``).
 
@@ -31,7 +35,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +51,8 @@ from colonymesh.node.colony.client import ledger_sealer
 from colonymesh.node.colony.liveness import ExecutorLiveness
 from colonymesh.node.colony.protocol import (
     FRAME_BYTES_MAX,
+    ClaimAnswer,
+    ClaimWork,
     FsQuery,
     GetProcess,
     GetWorkflow,
@@ -60,14 +66,20 @@ from colonymesh.node.colony.scheduler import TriggerScheduler
 from colonymesh.node.envelope import decode_frame
 from colonymesh.node.errors import ColonymeshError
 from colonymesh.node.ledger import matching
-from colonymesh.node.ledger.commands import Claim, Tick
-from colonymesh.node.ledger.events import CommandApplied, CommandRefused, LedgerEvent
+from colonymesh.node.ledger.commands import Claim, SubmitFunction, Tick
+from colonymesh.node.ledger.events import (
+    CommandApplied,
+    CommandId,
+    CommandRefused,
+    LedgerEvent,
+)
 from colonymesh.node.ledger.ledger import Ledger
 from colonymesh.node.ledger.model import ProcessState
 from colonymesh.node.peer.messaging import Handler, Incoming
 from colonymesh.node.peer.peer import Peer
 from colonymesh.node.raft.driver import DriverConfig, ProposalLost, RaftDriver
 from colonymesh.node.raft.network import PeerRaftNetwork
+from colonymesh.node.spec import FunctionSpec, SpecError, parse_function_spec, spec_id
 
 log = logging.getLogger("colonymesh.node.colony")
 
@@ -99,12 +111,20 @@ class LedgerMachine:
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
         self.changed = trio.Event()
+        self.on_applied: Callable[[list[LedgerEvent]], None] | None = None
 
     def apply(self, entry: Entry) -> list[LedgerEvent]:
         events = self.ledger.apply(entry.index, entry.data)
+        if self.on_applied is not None:
+            self.on_applied(events)
         self.changed.set()
         self.changed = trio.Event()
         return events
+
+    def poke(self) -> None:
+        """Wake every long-poll to look at the state again (it changed off the log)."""
+        self.changed.set()
+        self.changed = trio.Event()
 
     def snapshot(self) -> bytes:
         return self.ledger.snapshot()
@@ -165,6 +185,18 @@ class LedgerServer:
             self.propose_frame,
         )
         self.hopeless_claims = 0
+        # Parked claims (``colony.claim_work``) proposed and not yet answered, per
+        # executor type: a parked claim goes only while more ready processes match
+        # it than this, so one ready process draws one claim, not every idle slot.
+        self._claims_in_flight: dict[str, int] = {}
+        self.parked_claims = 0  # statistics: claims parked, and how many reached the log
+        self.parked_proposed = 0
+        self.parked_now = 0
+        # Submissions proposed here and not yet applied, while claims are parked: a
+        # parked claim that matches one is proposed right behind it (same Raft batch
+        # when the driver has not cut one in between), not after it has applied.
+        self._pending_submits: dict[CommandId, FunctionSpec] = {}
+        self.machine.on_applied = self._applied
         for kind, handler in (
             ("colony.propose", self._propose),
             ("colony.get_process", self._get_process),
@@ -172,12 +204,18 @@ class LedgerServer:
             ("colony.list_processes", self._list_processes),
             ("colony.status", self._status),
             ("colony.wait_work", self._wait_work),
+            ("colony.claim_work", self._claim_work),
             ("colony.fs_query", self._fs_query),
             ("colony.heartbeat", self._heartbeat),
         ):
             # A spare (or a removed voter) holds no current ledger: it answers no reads,
             # so members ask the next server (``membership.py``).
-            answers_always = kind in ("colony.propose", "colony.status", "colony.heartbeat")
+            answers_always = kind in (
+                "colony.propose",
+                "colony.claim_work",
+                "colony.status",
+                "colony.heartbeat",
+            )
             peer.on(kind, handler if answers_always else self._members_only(handler))
 
     def in_group(self) -> bool:
@@ -268,7 +306,14 @@ class LedgerServer:
         ):
             self.hopeless_claims += 1
             return Proposed(False, reason="no waiting process matches this executor")
-        answer = await self.propose_frame(frame)
+        pending = self._note_submit(envelope) if envelope is not None else None
+        try:
+            # No await between noting the submission and proposing it, so a parked
+            # claim it wakes is appended after it.
+            answer = await self.propose_frame(frame)
+        finally:
+            if pending is not None:
+                self._pending_submits.pop(pending, None)
         process = self.ledger.processes.get(answer.subject) if answer.applied and is_claim else None
         if process is not None:
             answer = dataclasses.replace(answer, view_json=json.dumps(views.process_view(process)))
@@ -290,6 +335,113 @@ class LedgerServer:
         )
         ready = self.ledger.ready_processes(executor.executor_type)
         return all(matching.mismatch(p.spec, executor, available) for p in ready)
+
+    async def _claim_work(self, incoming: Incoming) -> ClaimAnswer:
+        """Propose the carried report, park the claim until it may win, then propose it."""
+        body: ClaimWork = incoming.body
+        report: Proposed | None = None
+
+        async def propose_report() -> None:
+            nonlocal report
+            report = await self.propose_frame(body.report)
+
+        async with trio.open_nursery() as nursery:
+            if body.report:  # proposed first: it precedes the claim in the log
+                nursery.start_soon(propose_report)
+            claim = await self._park_and_claim(body.claim, body.wait_s)
+        return ClaimAnswer(claim, report)
+
+    async def _park_and_claim(self, frame: bytes, wait_s: float) -> Proposed:
+        status = self.driver.status()
+        if status.role is not Role.LEADER:
+            return self._not_leader(status.leader or "")
+        try:
+            envelope = decode_frame(frame, FRAME_BYTES_MAX, self.ledger.colony.colony_id).envelope
+        except ColonymeshError as error:
+            return Proposed(False, reason=f"not a claim: {error}")
+        claim = envelope.body
+        if not isinstance(claim, Claim) or claim.process_id:
+            return Proposed(False, reason="colony.claim_work takes a claim of any process")
+        author = envelope.sender
+        executor = self.ledger.executors.get(author)
+        executor_type = executor.executor_type if executor is not None else ""
+        self.parked_claims += 1
+        self.parked_now += 1
+        try:
+            # Unregistered authors go straight to the log, which refuses them with the reason.
+            with trio.move_on_after(min(max(wait_s, 0.0), LONG_POLL_MAX_S)):
+                while executor is not None and not self._claim_may_win(author, executor_type):
+                    await self.machine.changed.wait()
+                    if not self.is_leader:
+                        return self._not_leader(self.driver.status().leader or "")
+                    executor = self.ledger.executors.get(author)
+        finally:
+            self.parked_now -= 1
+        if executor is not None and not self._claim_may_win(author, executor_type):
+            return Proposed(False, reason="no waiting process matches this executor")
+        self.parked_proposed += 1
+        self._claims_in_flight[executor_type] = self._claims_in_flight.get(executor_type, 0) + 1
+        try:
+            answer = await self.propose_frame(frame)
+        finally:
+            self._claims_in_flight[executor_type] -= 1
+            self.machine.poke()  # a refused claim leaves its process to the next parked one
+        process = self.ledger.processes.get(answer.subject) if answer.applied else None
+        if process is not None:
+            answer = dataclasses.replace(answer, view_json=json.dumps(views.process_view(process)))
+        return answer
+
+    def _note_submit(self, envelope: Any) -> CommandId | None:
+        """Remember a submission about to be proposed, if claims are parked to take it."""
+        body = envelope.body
+        if not isinstance(body, SubmitFunction) or self.parked_now == 0 or not self.is_leader:
+            return None
+        try:
+            spec = parse_function_spec(json.loads(body.spec_json))
+        except (SpecError, ValueError):
+            return None  # the ledger refuses it; nothing to claim
+        if spec.conditions.dependencies:
+            return None
+        if spec_id(spec, envelope.sender, body.nonce) in self.ledger.processes:
+            return None  # a re-submission: no new process
+        key = CommandId(envelope.sender, envelope.seq)
+        self._pending_submits[key] = spec
+        self.machine.poke()
+        return key
+
+    def _applied(self, events: list[LedgerEvent]) -> None:
+        """An applied submission is a ready process now (or refused): no longer pending."""
+        if self._pending_submits and events:
+            first = events[0]
+            if isinstance(first, CommandApplied | CommandRefused) and first.command is not None:
+                self._pending_submits.pop(first.command, None)
+
+    def _claim_may_win(self, author: bytes, executor_type: str) -> bool:
+        """Whether more ready processes match the executor than claims of its type are in flight.
+
+        Judged on this leader's applied state, a hint only: the log decides,
+        and a claim that loses its race is refused there and re-parked.
+        """
+        executor = self.ledger.executors.get(author)
+        if executor is None or not self.is_leader:
+            return executor is None
+        available = matching.free(
+            executor, (self.ledger.processes[p].spec for p in executor.running)
+        )
+        spoken_for = self._claims_in_flight.get(executor_type, 0)
+        for process in self.ledger.ready_processes(executor.executor_type):
+            if not matching.mismatch(process.spec, executor, available):
+                if spoken_for == 0:
+                    return True
+                spoken_for -= 1
+        for spec in self._pending_submits.values():
+            if spec.conditions.executortype == executor.executor_type and not matching.mismatch(
+                spec, executor, available
+            ):
+                if spoken_for == 0:
+                    return True
+                spoken_for -= 1
+        return False
 
     async def _wait_until(self, ready: Any, wait_s: float) -> None:
         with trio.move_on_after(min(max(wait_s, 0.0), LONG_POLL_MAX_S)):

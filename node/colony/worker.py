@@ -4,16 +4,22 @@ Shared by every executor kind. It admits and registers the executor (type,
 capabilities and location come from its certificate), registers the kind's
 functions, then runs ``concurrency`` slots. Each slot:
 
-1. proposes a :class:`Claim` with no process id (the ledger picks the best
-   match, so concurrent executors never fight over one process);
-2. if nothing matches, long-polls the servers until work of its type is
-   ready (no busy polling);
+1. sends a :class:`Claim` with no process id (the ledger picks the best
+   match, so concurrent executors never fight over one process) to the
+   leader's ``colony.claim_work``, which parks it outside the log until a
+   process it matches is ready and not spoken for by another claim in
+   flight, then proposes it and answers with the process (no polling, and
+   one claim per process in the log rather than one per idle slot);
+2. if nothing came within ``wait_s``, claims again;
 3. runs the process under its ``maxexectime`` (killed locally on expiry; the
    ledger re-queues it on its own clock), while a watcher long-polls the
    process and cancels the run if it was cancelled, failed with its workflow,
    or taken away; a spec with ``fs`` directives has its folders synced
    before and after the run (``fssync.py``, when the service's ``fs`` is set);
-4. closes it with the output, or fails it with the error.
+4. closes it with the output, or fails it with the error: the close or fail
+   rides ahead of the slot's next claim in the same request (one round
+   trip, one Raft batch); when that delivery is in doubt it is re-sent on
+   its own as below.
 
 On start it reconciles: processes the ledger still assigns to it (left by a
 crash of this executor) are handed back by unregistering and registering
@@ -85,7 +91,7 @@ from colonymesh.node.colony.client import (
     ColonyUnavailable,
     CommandRefused,
 )
-from colonymesh.node.colony.protocol import HeartbeatAck
+from colonymesh.node.colony.protocol import HeartbeatAck, Proposed
 from colonymesh.node.errors import ColonymeshError
 from colonymesh.node.ledger.commands import (
     AddChild,
@@ -121,9 +127,19 @@ class WorkerStatistics:
     stopped: int = 0
     adopted: int = 0  # claims whose answer was lost, run after reading the ledger
     reports_resent: int = 0  # closes/fails sent again while their delivery was in doubt
+    reports_carried: int = 0  # closes/fails applied while riding ahead of the next claim
     lease_lapses: int = 0  # times the liveness lease lapsed
     lease_stops: int = 0  # runs cancelled because the lease lapsed
     heartbeats_acked: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Report:
+    """A slot's outcome not yet delivered: carried by its next claim, or sent alone."""
+
+    process_id: str
+    command: Close | Fail
+    state: str  # the state the command leads to ("success" or "failed")
 
 
 class _Context:
@@ -310,30 +326,49 @@ class ExecutorService:
             await self._lease_back.wait()
 
     async def _slot(self) -> None:
+        pending: _Report | None = None  # the last run's outcome, to carry with the next claim
         while True:
+            if pending is not None and (self._readopt > 0 or not self.holds_lease()):
+                await self._send_report(pending)  # no claim goes out soon: deliver it alone
+                pending = None
             await self._wait_lease()
             if self._readopt > 0:
                 self._readopt -= 1
                 await self._adopt()  # a run the lapse stopped, unless it was re-queued
                 continue
+            report = self.client.seal(pending.command) if pending is not None else b""
+            asked = trio.current_time()
             try:
-                answer = await self.client.propose(Claim())
+                answer, carried = await self.client.claim_work(Claim(), self.wait_s, report)
+            except CommandRefused:  # the report is too large to travel with a claim
+                if pending is not None:
+                    await self._send_report(pending)
+                    pending = None
+                continue
             except ColonyUnavailable as error:
                 log.warning("executor %s: colony unavailable: %s", self.name, error)
+                if pending is not None:
+                    await self._send_report(pending)
+                    pending = None
                 await trio.sleep(1.0)
                 await self._adopt()  # the claim may have been applied
                 continue
+            if pending is not None:
+                await self._settle_report(pending, carried)
+                pending = None
             if answer.applied and answer.reason == LOST_ANSWER:
                 await self._adopt()
             elif answer.applied:
                 # The leader sends the claimed process's view along, sparing a read.
                 view = json.loads(answer.view_json) if answer.view_json else None
-                await self._execute(answer.subject, view)
+                pending = await self._execute(answer.subject, view, carry=True)
             elif "no waiting process" in answer.reason:
-                try:
-                    await self.client.wait_work(self.executor_type, self.wait_s)
-                except ColonyUnavailable:
-                    await trio.sleep(1.0)
+                if trio.current_time() - asked < self.wait_s / 2:
+                    # Answered without parking (a server that does not park claims).
+                    try:
+                        await self.client.wait_work(self.executor_type, self.wait_s)
+                    except ColonyUnavailable:
+                        await trio.sleep(1.0)
             elif "not a registered executor" in answer.reason:
                 # Declared lost (silent past the leader's stale timeout): join again.
                 log.warning("executor %s: no longer registered; registering again", self.name)
@@ -380,13 +415,20 @@ class ExecutorService:
             await self._execute(process_id)
             return
 
-    async def _execute(self, process_id: str, view: dict[str, Any] | None = None) -> None:
+    async def _execute(
+        self, process_id: str, view: dict[str, Any] | None = None, *, carry: bool = False
+    ) -> _Report | None:
+        """Run a process assigned here; with ``carry``, return its outcome instead of sending it."""
         if process_id in self._taken:
-            return
+            return None
         self._taken.add(process_id)
         try:
             self.stats.claimed += 1
-            await self._execute_taken(process_id, view or await self._view(process_id))
+            report = await self._execute_taken(process_id, view or await self._view(process_id))
+            if report is not None and not carry:
+                await self._send_report(report)
+                return None
+            return report
         finally:
             self._taken.discard(process_id)
             if process_id in self._stopped_by_lapse:
@@ -410,19 +452,19 @@ class ExecutorService:
                 await trio.sleep(1.0)
         return None
 
-    async def _execute_taken(self, process_id: str, view: dict[str, Any] | None) -> None:
+    async def _execute_taken(self, process_id: str, view: dict[str, Any] | None) -> _Report | None:
         if view is None:
             log.warning("executor %s: claimed process %s is not visible", self.name, process_id)
-            return
+            return None
         if view["state"] != "running" or view["executor"] != self.client.peer.peer_id:
             log.info("executor %s: %s is no longer ours (%s)", self.name, process_id, view["state"])
-            return
+            return None
         if not self.holds_lease():
             # The leader may give it away before we could stop it: leave it for
             # adoption once the lease is back (or for the leader to re-queue).
             self._stopped_by_lapse.add(process_id)
             self._readopt += 1
-            return
+            return None
         spec = parse_function_spec(view["spec"])
         context = _Context(self.client, process_id, spec, view["input"])
         outcome: object = None
@@ -446,8 +488,8 @@ class ExecutorService:
         del self.running[process_id]
         if scope.cancelled_caught and outcome is None and not timer.cancelled_caught:
             self.stats.stopped += 1
-            return
-        await self._report(process_id, outcome)
+            return None
+        return self._outcome_report(process_id, outcome)
 
     async def _run_kind(self, context: _Context) -> list[Any]:
         """Run the kind, between the spec's fs sync directives if it has any (``fssync.py``)."""
@@ -473,20 +515,44 @@ class ExecutorService:
                     raise ProcessFailed(f"fs sync after the run: {error}") from None
         return output
 
-    async def _report(self, process_id: str, outcome: object) -> None:
+    def _outcome_report(self, process_id: str, outcome: object) -> _Report | None:
+        """The close or fail an outcome calls for (None: nothing to say, e.g. timed out)."""
         if isinstance(outcome, ProcessFailed):
-            await self._deliver_outcome(process_id, Fail(process_id, outcome.errors), "failed")
-            self.stats.failed += 1
-        elif isinstance(outcome, list):
+            return _Report(process_id, Fail(process_id, outcome.errors), "failed")
+        if isinstance(outcome, list):
             try:
                 output = json.dumps(outcome)
             except (TypeError, ValueError) as error:
                 errors = (f"output is not JSON: {error}",)
-                await self._deliver_outcome(process_id, Fail(process_id, errors), "failed")
-                self.stats.failed += 1
-                return
-            if await self._deliver_outcome(process_id, Close(process_id, output), "success"):
-                self.stats.succeeded += 1
+                return _Report(process_id, Fail(process_id, errors), "failed")
+            return _Report(process_id, Close(process_id, output), "success")
+        return None
+
+    async def _send_report(self, report: _Report) -> None:
+        """Deliver a report on its own, until the colony answers."""
+        if await self._deliver_outcome(report.process_id, report.command, report.state):
+            self._count(report)
+        elif report.state == "failed":
+            self.stats.failed += 1  # as before: a fail counts even when refused
+
+    async def _settle_report(self, report: _Report, carried: Proposed | None) -> None:
+        """A report carried by a claim: done if it applied, else delivered again on its own.
+
+        In doubt (no answer, not committed, delivered before) or refused, the
+        lone delivery sorts it out: a re-send the ledger refuses because the
+        first one applied is recognised there by reading the process.
+        """
+        if carried is not None and carried.applied and carried.reason != LOST_ANSWER:
+            self.stats.reports_carried += 1
+            self._count(report)
+            return
+        await self._send_report(report)
+
+    def _count(self, report: _Report) -> None:
+        if report.state == "success":
+            self.stats.succeeded += 1
+        else:
+            self.stats.failed += 1
 
     async def _deliver_outcome(self, process_id: str, command: Close | Fail, state: str) -> bool:
         """Deliver a close or fail until the colony answers; whether our outcome stands."""

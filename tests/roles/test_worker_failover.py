@@ -40,6 +40,16 @@ class LossyClient(ColonyClient):
             raise ColonyUnavailable("the answer was lost with the leader (test)")
         return answer
 
+    async def claim_work(
+        self, claim: object, wait_s: float, report: bytes = b""
+    ) -> tuple[Proposed, Proposed | None]:
+        """The worker's parked claims lose their first applied answer the same way."""
+        answer, carried = await super().claim_work(claim, wait_s, report)
+        if answer.applied and self.lose_claim:
+            self.lose_claim = False
+            return Proposed(True, reason=LOST_ANSWER), carried
+        return answer, carried
+
 
 def functions() -> PythonFunctions:
     registry = PythonFunctions()
