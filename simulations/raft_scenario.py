@@ -30,7 +30,6 @@ compaction and snapshot transfer are exercised too.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, cast
@@ -46,6 +45,7 @@ from colonymesh.simulations.raft_server import (
     RaftCluster,
     RaftScenarioConfig,
     RaftServer,
+    draw_persist,
     replay,
 )
 from colonymesh.simulations.runner import ScenarioResult
@@ -60,19 +60,6 @@ __all__ = [
     "run",
     "scenario",
 ]
-
-# Simulated fsync durations to draw from (0: instantaneous, the write cannot
-# overlap anything but a torn crash at that instant).
-FSYNC_S_CHOICES = (0.0, 0.001, 0.005, 0.02)
-# Fractions of servers that send while persisting (the rest persist first).
-PARALLEL_FRACTIONS = (0.0, 0.5, 1.0, 1.0)
-
-
-def draw_persist(rng: random.Random, servers: int) -> list[PersistModel]:
-    """One seed's persist models: a shared fsync duration, per server serial or parallel."""
-    fsync_s = FSYNC_S_CHOICES[rng.randrange(len(FSYNC_S_CHOICES))]
-    fraction = PARALLEL_FRACTIONS[rng.randrange(len(PARALLEL_FRACTIONS))]
-    return [PersistModel(fsync_s, rng.random() < fraction) for _ in range(servers)]
 
 
 @dataclass(slots=True)
@@ -155,8 +142,20 @@ class Operator:
             self.sim.poke(lead.index, lambda adapter: cast(RaftServer, adapter).change(change))
 
 
-def run(seed: int, cfg: RaftScenarioConfig, server_cls: type[RaftServer] = RaftServer) -> RaftRun:
-    """One seeded run: safety phase under faults, heal phase, final checks."""
+def run(
+    seed: int,
+    cfg: RaftScenarioConfig,
+    server_cls: type[RaftServer] = RaftServer,
+    *,
+    persist: list[PersistModel] | None = None,
+    setup: Callable[[Simulator, RaftCluster], None] | None = None,
+) -> RaftRun:
+    """One seeded run: safety phase under faults, heal phase, final checks.
+
+    ``persist`` replaces the seed's persist models (one per server, spares
+    included); ``setup`` runs once the cluster is built, before the first
+    event, to schedule directed faults (tests).
+    """
     sim = Simulator(seed)
     sim.events_limit = cfg.events_max
     rng = sim.rng
@@ -173,7 +172,8 @@ def run(seed: int, cfg: RaftScenarioConfig, server_cls: type[RaftServer] = RaftS
         attempts_max=20,
         think_s=cfg.heartbeat_interval_s,
     )
-    persist = draw_persist(rng, len(servers))
+    drawn = draw_persist(rng, len(servers))
+    persist = drawn if persist is None else persist
     cluster = RaftCluster(cfg, workload, read_index=read_index, spares=spares, persist=persist)
     for _ in servers:
         rate, offset_s = profile.draw_clock(rng)
@@ -214,6 +214,8 @@ def run(seed: int, cfg: RaftScenarioConfig, server_cls: type[RaftServer] = RaftS
     injector.start()
     operator.every(transfer_interval_s, operator.transfer)
     operator.every(conf_interval_s, operator.reconfigure)
+    if setup is not None:
+        setup(sim, cluster)
 
     ok = sim.run_until(cfg.safety_s)
     heal_s: float | None = None

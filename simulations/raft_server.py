@@ -104,9 +104,24 @@ class PersistStats:
     crashes_after_early_send: int = 0  # ... of which after its messages had gone out
     torn_records_lost: int = 0  # records of in-flight persists a crash cut off
     committed_before_durable: int = 0  # entries a leader committed before its own copy was durable
+    crashes_losing_committed: int = 0  # crashes that cut a leader's only copy of committed entries
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in PersistStats.__slots__}
+
+
+# Simulated fsync durations to draw from (0: instantaneous, the write cannot
+# overlap anything but a torn crash at that instant).
+FSYNC_S_CHOICES = (0.0, 0.001, 0.005, 0.02)
+# Fractions of servers that send while persisting (the rest persist first).
+PARALLEL_FRACTIONS = (0.0, 0.5, 1.0, 1.0)
+
+
+def draw_persist(rng: random.Random, servers: int) -> list[PersistModel]:
+    """One seed's persist models: a shared fsync duration, per server serial or parallel."""
+    fsync_s = FSYNC_S_CHOICES[rng.randrange(len(FSYNC_S_CHOICES))]
+    fraction = PARALLEL_FRACTIONS[rng.randrange(len(PARALLEL_FRACTIONS))]
+    return [PersistModel(fsync_s, rng.random() < fraction) for _ in range(servers)]
 
 
 class RaftCluster:
@@ -262,6 +277,10 @@ class RaftServer:
         if flight is None:
             return
         self.in_flight = None
+        entries = flight.ready.entries
+        if self.node is not None and entries and self.node.log.committed >= entries[0].index:
+            # Committed by a quorum of followers; our copy dies with this crash.
+            self.cluster.persist_stats.crashes_losing_committed += 1
         kept = self.io.disk.append_torn(flight.records, rng)
         self._count_crash(len(flight.records) - kept, flight.early)
 
