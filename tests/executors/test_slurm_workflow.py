@@ -10,7 +10,8 @@ Slurm that ``.ci/slurm/start.sh`` starts; skipped when not root, failed when
 root and Slurm cannot start). Outputs flow from step to step; logs and
 attributes are read back from the submitter; ``executor ls`` shows each
 executor's capabilities; a malformed spec for each executor type is refused
-at submission with the field named.
+at submission with the field named. Marked ``slow`` (about 45 s of real
+processes): ``pytest tests/executors -m slow`` runs it, as CI does.
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ def cli(*args: str | Path, profile: Path) -> dict[str, object]:
     return document
 
 
+@pytest.mark.slow  # ~45 s of real processes; CI runs it with -m slow
 def test_workflow_runs_on_python_process_and_slurm_executors(
     colony: object, tmp_path: Path
 ) -> None:
