@@ -153,7 +153,7 @@ def run(
     """One seeded run: safety phase under faults, heal phase, final checks.
 
     ``persist`` replaces the seed's persist models (one per server, spares
-    included); ``setup`` runs once the cluster is built, before the first
+    included: ``cfg.peers + cfg.spares`` covers every draw); ``setup`` runs once the cluster is built, before the first
     event, to schedule directed faults (tests).
     """
     sim = Simulator(seed)
@@ -173,7 +173,9 @@ def run(
         think_s=cfg.heartbeat_interval_s,
     )
     drawn = draw_persist(rng, len(servers))
-    persist = drawn if persist is None else persist
+    if persist is not None and len(persist) < len(servers):
+        raise ValueError(f"{len(servers)} servers need as many persist models")
+    persist = drawn if persist is None else persist[: len(servers)]
     cluster = RaftCluster(cfg, workload, read_index=read_index, spares=spares, persist=persist)
     for _ in servers:
         rate, offset_s = profile.draw_clock(rng)
