@@ -100,7 +100,7 @@ class PersistStats:
     timed_persists: int = 0  # persists that took simulated time
     early_readies: int = 0  # Readies whose messages went out before their persist was durable
     early_appends: int = 0  # AppendEntries carrying entries not yet durable on the sender
-    crashes_mid_persist: int = 0  # crashes while a timed persist was in flight
+    crashes_mid_persist: int = 0  # crashes that tore a persist (in flight, or at its write)
     crashes_after_early_send: int = 0  # ... of which after its messages had gone out
     torn_records_lost: int = 0  # records of in-flight persists a crash cut off
     committed_before_durable: int = 0  # entries a leader committed before its own copy was durable
