@@ -10,8 +10,10 @@ Slurm that ``.ci/slurm/start.sh`` starts; skipped when not root, failed when
 root and Slurm cannot start). Outputs flow from step to step; logs and
 attributes are read back from the submitter; ``executor ls`` shows each
 executor's capabilities; a malformed spec for each executor type is refused
-at submission with the field named. Marked ``slow`` (about 45 s of real
-processes): ``pytest tests/executors -m slow`` runs it, as CI does.
+at submission with the field named. A second test runs a step on an
+``executor run --kind kubernetes`` peer whose cluster is kubefake's API
+server. Both are marked ``slow`` (real processes, about 45 s and 15 s):
+``pytest tests/executors -m slow`` runs them, as CI does.
 """
 
 from __future__ import annotations
@@ -166,3 +168,67 @@ def test_workflow_runs_on_python_process_and_slurm_executors(
     for node in colony.executors.values():
         assert node.stop() == 0, node.log()[-2000:]
     assert colony.registered() == 0
+
+
+@pytest.mark.slow  # real processes; CI runs it with -m slow
+def test_workflow_step_on_a_kubernetes_executor_peer(tmp_path: Path) -> None:
+    """``executor run --kind kubernetes`` as a peer, its cluster the kubefake API server.
+
+    No cluster is reachable here: the Kubernetes step's Job goes to kubefake
+    (strict OpenAPI validation, containers' commands run as local processes).
+    """
+    from executor_kit import Capabilities, make_colony, wait_for
+
+    kubefake = pytest.importorskip("kubefake")
+    kit = make_colony(tmp_path)
+    pythonpath = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH", "")]))
+    script = (
+        "import json, os; xs = json.loads(os.environ['COLONYMESH_INPUT']);"
+        "print('pod got', xs); print(json.dumps(sum(xs) * 10))"
+    )
+    with kubefake.FakeCluster(tmp_path / "cluster") as cluster:
+        kubeconfig = cluster.kubeconfig(tmp_path / "kubeconfig")
+        kit.add_executor(
+            "py1", executor_type="python", kind="python", location="edge",
+            capabilities=Capabilities(cpu_millicores=1000),
+            executor_toml='[python]\nfunctions = "exectasks:functions"\n',
+            env={"PYTHONPATH": pythonpath},
+        )  # fmt: skip
+        kit.add_executor(
+            "k8s1", executor_type="k8s", kind="kubernetes", location="cloud",
+            capabilities=Capabilities(cpu_millicores=8000, mem_bytes=32 << 30),
+            executor_toml=(
+                f'[kubernetes]\nnamespace = "colony"\nkubeconfig = {json.dumps(str(kubeconfig))}\n'
+                "poll_interval_s = 0.2\n[kubernetes.commands]\n"
+                f"tensum = {{ argv = {json.dumps([sys.executable, '-c', script])}, image = \"python:3.11\" }}\n"
+            ),
+        )  # fmt: skip
+        try:
+            kit.start([kit.server])
+            kit.start(list(kit.executors.values()))
+            wait_for("two executors registered", lambda: kit.registered() == 2, 60)
+            workflow = {
+                "colonyname": "lab",
+                "functionspecs": [
+                    {"nodename": "numbers", "funcname": "numbers", "args": [3],
+                     "conditions": {"executortype": "python"}},
+                    {"nodename": "tensum", "funcname": "tensum",
+                     "conditions": {"executortype": "k8s", "dependencies": ["numbers"],
+                                    "cpu": "250m", "mem": "64Mi", "walltime": 60}},
+                ],
+            }  # fmt: skip
+            (tmp_path / "wf.json").write_text(json.dumps(workflow))
+            finished = cli("workflow", "submit", tmp_path / "wf.json", "--wait", "--timeout", "90", profile=kit.profile)  # fmt: skip
+            assert finished["state"] == "success", json.dumps(finished, indent=1)
+            steps = {p["spec"]["nodename"]: p for p in finished["processes"]}  # type: ignore[attr-defined]
+            assert steps["tensum"]["output"] == [60]
+            pid = steps["tensum"]["processid"]
+            logs = cli("log", "get", pid, profile=kit.profile)["logs"]
+            assert any("pod got [1, 2, 3]" in m["message"] for m in logs), logs  # type: ignore[attr-defined]
+            attributes = cli("process", "get", pid, profile=kit.profile)["attributes"]
+            assert isinstance(attributes, dict) and attributes["kubernetes.namespace"] == "colony"
+            [job] = [path for method, path in cluster.requests if method == "POST"]
+            assert job == "/apis/batch/v1/namespaces/colony/jobs" and cluster.refusals == []
+            assert [d[2] for d in cluster.deletions] == ["Background"]
+        finally:
+            kit.close()
