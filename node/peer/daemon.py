@@ -51,6 +51,7 @@ from colonymesh.node.dht.driver import DhtService, DhtServiceConfig
 from colonymesh.node.dht.mdns_driver import MdnsService, MdnsServiceConfig
 from colonymesh.node.errors import ColonymeshError, InputError
 from colonymesh.node.fsnet.control import fs_commands
+from colonymesh.node.fsnet.replicate import ReplicationService
 from colonymesh.node.fsnet.service import ChunkService
 from colonymesh.node.gossip.driver import GossipService, GossipServiceConfig
 from colonymesh.node.identity import read_key_file
@@ -122,6 +123,7 @@ class Roles:
         self.dht: DhtService | None = None
         self.gossip: GossipService | None = None
         self.mdns: MdnsService | None = None
+        self.replication: ReplicationService | None = None
         self.directory: ServerDirectory | None = None
         self.announcer: ServerAnnouncer | None = None
         self.intake: SpecIntake | None = None
@@ -138,6 +140,8 @@ class Roles:
             }
         if self.mdns is not None:
             document["mdns"] = self.mdns.statistics()
+        if self.replication is not None:
+            document["replication"] = self.replication.statistics()
         if self.dht is not None:
             document["dht"] = {**self.dht.statistics(), "contacts": len(self.dht.routing_table())}
         if self.gossip is not None:
@@ -211,6 +215,10 @@ async def run_node(
                 control = ControlServer(config.control_address, commands)
                 # Every node joins the colony's DHT and gossip mesh.
                 state.dht = await duties.start(DhtService(peer, DhtServiceConfig()).run)
+                # Chunks are announced in the DHT and kept at k replicas across peers.
+                state.replication = await duties.start(
+                    ReplicationService(chunks, chunks.use_dht(state.dht)).run
+                )
                 state.gossip = await duties.start(GossipService(peer, GossipServiceConfig()).run)
                 # Every node keeps the newest server-group announcement (leader discovery).
                 state.directory = ServerDirectory(peer.config.membership)
