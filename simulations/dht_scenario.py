@@ -350,10 +350,15 @@ def run(seed: int, cfg: DhtScenarioConfig) -> tuple[Simulator, dict[str, Any]]:
     sim, rng = r.sim, r.rng
     warm = cfg.peers > cfg.warm_start_above
     if warm:
-        for _ in range(cfg.peers):
-            r.add_peer(None)
-        r.warm_start()
-        t0 = 1.0
+        # peers boot at distinct instants, as real ones do: cores started at one instant
+        # keep their periodic deadlines aligned, and a whole population ticking at one
+        # virtual instant is no better a model than a lockstep (and trips the livelock
+        # limit of the engine, whose superseded timers count as events at that instant)
+        boot_s = 1.0
+        for t in sorted(rng.uniform(0.0, boot_s) for _ in range(cfg.peers)):
+            sim.call_at(t, lambda: r.add_peer(None))
+        sim.call_at(boot_s, r.warm_start)
+        t0 = boot_s + 1.0
     else:
         r.real_joins()
         t0 = cfg.join_spread_s + cfg.settle_s
