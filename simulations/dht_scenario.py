@@ -163,6 +163,10 @@ class _Run:
         )
         return index
 
+    def boot(self) -> None:
+        """A peer of the warm-started population comes up (its table is filled later)."""
+        self.add_peer(None)
+
     def leave(self) -> None:
         if len(self.alive) <= self.cfg.k:
             return
@@ -356,7 +360,7 @@ def run(seed: int, cfg: DhtScenarioConfig) -> tuple[Simulator, dict[str, Any]]:
         # limit of the engine, whose superseded timers count as events at that instant)
         boot_s = 1.0
         for t in sorted(rng.uniform(0.0, boot_s) for _ in range(cfg.peers)):
-            sim.call_at(t, lambda: r.add_peer(None))
+            sim.call_at(t, r.boot)
         sim.call_at(boot_s, r.warm_start)
         t0 = boot_s + 1.0
     else:
