@@ -72,6 +72,7 @@ from colonymesh.node.ledger.events import (
     CommandId,
     CommandRefused,
     LedgerEvent,
+    ProcessFinished,
 )
 from colonymesh.node.ledger.ledger import Ledger
 from colonymesh.node.ledger.model import ProcessState
@@ -112,6 +113,7 @@ class LedgerMachine:
         self.ledger = ledger
         self.changed = trio.Event()
         self.on_applied: Callable[[list[LedgerEvent]], None] | None = None
+        self.on_restored: Callable[[], None] | None = None
 
     def apply(self, entry: Entry) -> list[LedgerEvent]:
         events = self.ledger.apply(entry.index, entry.data)
@@ -143,6 +145,8 @@ class LedgerMachine:
             len(data),
             len(self.ledger.processes),
         )
+        if self.on_restored is not None:
+            self.on_restored()
         self.changed.set()
         self.changed = trio.Event()
 
@@ -196,7 +200,11 @@ class LedgerServer:
         # parked claim that matches one is proposed right behind it (same Raft batch
         # when the driver has not cut one in between), not after it has applied.
         self._pending_submits: dict[CommandId, FunctionSpec] = {}
+        # Reads waiting for one process to end (``get_process`` with ``wait_final_s``),
+        # woken by its ProcessFinished only, not by every apply.
+        self._finished: dict[str, trio.Event] = {}
         self.machine.on_applied = self._applied
+        self.machine.on_restored = self._wake_all_finished
         for kind, handler in (
             ("colony.propose", self._propose),
             ("colony.get_process", self._get_process),
@@ -410,11 +418,26 @@ class LedgerServer:
         return key
 
     def _applied(self, events: list[LedgerEvent]) -> None:
-        """An applied submission is a ready process now (or refused): no longer pending."""
+        """An applied submission is a ready process now (or refused): no longer pending.
+
+        A finished process wakes the reads waiting for it.
+        """
         if self._pending_submits and events:
             first = events[0]
             if isinstance(first, CommandApplied | CommandRefused) and first.command is not None:
                 self._pending_submits.pop(first.command, None)
+        if self._finished:
+            for event in events:
+                if isinstance(event, ProcessFinished):
+                    waiters = self._finished.pop(event.process_id, None)
+                    if waiters is not None:
+                        waiters.set()
+
+    def _wake_all_finished(self) -> None:
+        """A snapshot replaced the state: every waiting read looks again."""
+        finished, self._finished = self._finished, {}
+        for waiters in finished.values():
+            waiters.set()
 
     def _claim_may_win(self, author: bytes, executor_type: str) -> bool:
         """Whether more ready processes match the executor than claims of its type are in flight.
@@ -456,7 +479,16 @@ class LedgerServer:
             process = processes.get(body.process_id)
             return process is not None and process.state.is_final
 
-        await self._wait_until(final, body.wait_final_s)
+        with trio.move_on_after(min(max(body.wait_final_s, 0.0), LONG_POLL_MAX_S)):
+            while not final():
+                waiters = self._finished.get(body.process_id)
+                if waiters is None:
+                    waiters = self._finished[body.process_id] = trio.Event()
+                try:
+                    await waiters.wait()
+                finally:
+                    if not waiters.is_set() and waiters.statistics().tasks_waiting == 0:
+                        self._finished.pop(body.process_id, None)
         process = processes.get(body.process_id)
         if process is None:
             return View(False)

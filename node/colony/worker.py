@@ -112,6 +112,10 @@ RECONCILE_S = 10.0  # how often to look for processes assigned here that no slot
 RECENT_MAX = 1024
 LEASE_S = 2.0  # default liveness lease (see the module docs for the bound)
 HEARTBEAT_MIN_S = 0.05
+# A run's watcher starts reading the ledger this long after the run: most runs are
+# over by then, sparing a request per process; a cancellation within it stops the
+# run at most this much later (the ledger refuses its close either way).
+WATCH_DELAY_S = 0.25
 
 
 class ExecutorConfigError(ColonymeshError):
@@ -591,6 +595,7 @@ class ExecutorService:
     async def _watch(self, process_id: str, scope: trio.CancelScope) -> None:
         """Stop the run if the ledger no longer has it running here."""
         mine = self.client.peer.peer_id
+        await trio.sleep(WATCH_DELAY_S)
         while True:
             try:
                 view = await self.client.process(process_id, wait_final_s=20.0)

@@ -191,3 +191,21 @@ async def test_claim_work_refuses_what_is_not_a_claim_of_any_process(tmp_path: P
     assert not garbage.applied and garbage.reason.startswith("not a claim")
     assert not tick.applied and "claim of any process" in tick.reason
     assert not named.applied and "claim of any process" in named.reason
+
+
+async def test_a_final_read_wakes_on_its_process_and_leaves_no_waiter_behind(
+    tmp_path: Path,
+) -> None:
+    config = LocalColonyConfig(state_dir=tmp_path, functions=functions(), executors=1)
+    with trio.fail_after(60):
+        async with open_local_colony(config) as colony:
+            leader = await leader_with_parked(colony, 2)
+            colony.client._leader = leader.peer.peer_id  # reads go to the leader first
+            missing = await colony.client.process("0" * 64, wait_final_s=0.2)
+            leftover_after_timeout = dict(leader._finished)
+            pid = await colony.client.submit({**SPEC, "args": [4]})
+            done = await colony.client.wait(pid, timeout_s=20)
+            leftover_after_finish = dict(leader._finished)
+    assert missing is None
+    assert leftover_after_timeout == {} and leftover_after_finish == {}
+    assert done["state"] == "success" and done["output"] == [16]
