@@ -62,7 +62,7 @@ from colonymesh.node.dht.effects import (
     ValueLookupFinished,
 )
 from colonymesh.node.dht.ids import id_to_bytes, node_id_of
-from colonymesh.node.dht.links import ConnectionWatch, StreamLinks
+from colonymesh.node.dht.links import ConnectionWatch, StreamLinks, run_core
 from colonymesh.node.dht.messages import (
     GetValueResult,
     Message,
@@ -226,19 +226,9 @@ class DhtService:
                 self._running = False
 
     async def _core_loop(self) -> None:
-        core = self.core
-        while True:
-            with trio.move_on_at(core.next_deadline()):
-                item = await self._inbox_rx.receive()
-                self._take(item)
-                while True:  # everything that is already waiting, then one tick
-                    try:
-                        self._take(self._inbox_rx.receive_nowait())
-                    except trio.WouldBlock:
-                        break
-            now = trio.current_time()
-            if core.next_deadline() <= now:
-                self._carry_out(core.tick(now))
+        await run_core(
+            self.core, self._inbox_rx, self._take, lambda now: self._carry_out(self.core.tick(now))
+        )
 
     def _take(self, item: tuple[PeerInfo, Message] | None) -> None:
         if item is not None:

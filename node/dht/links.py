@@ -25,6 +25,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 import trio
 
@@ -311,3 +312,32 @@ class ConnectionWatch:
                 self._down(peer_id)
             else:
                 self._open[peer_id] = left
+
+
+T = TypeVar("T")
+
+
+class _TimedCore(Protocol):
+    def next_deadline(self) -> float: ...
+
+
+async def run_core(
+    core: _TimedCore,
+    inbox: trio.MemoryReceiveChannel[T],
+    take: Callable[[T], None],
+    tick: Callable[[float], None],
+) -> None:
+    """The loop every sans-I/O core runs on under trio: feed it what arrived, all of
+    what is already waiting at once (one wake-up, one batch of effects), and call
+    ``tick(now)`` whenever ``core.next_deadline()`` has passed."""
+    while True:
+        with trio.move_on_at(core.next_deadline()):
+            take(await inbox.receive())
+            while True:
+                try:
+                    take(inbox.receive_nowait())
+                except trio.WouldBlock:
+                    break
+        now = trio.current_time()
+        if core.next_deadline() <= now:
+            tick(now)

@@ -37,7 +37,7 @@ from typing import Any, assert_never
 import trio
 
 from colonymesh.node.dht.driver import CertificateCache, DhtStatistics, is_member_of, vars_of
-from colonymesh.node.dht.links import ConnectionWatch, StreamLinks
+from colonymesh.node.dht.links import ConnectionWatch, StreamLinks, run_core
 from colonymesh.node.errors import ColonymeshError, MalformedFrame
 from colonymesh.node.gossip import codec
 from colonymesh.node.gossip.effects import (
@@ -156,18 +156,12 @@ class GossipService:
                 self._running = False
 
     async def _core_loop(self) -> None:
-        router = self.router
-        while True:
-            with trio.move_on_at(router.next_deadline()):
-                self._take(await self._inbox_rx.receive())
-                while True:
-                    try:
-                        self._take(self._inbox_rx.receive_nowait())
-                    except trio.WouldBlock:
-                        break
-            now = trio.current_time()
-            if router.next_deadline() <= now:
-                self._carry_out(router.tick(now))
+        await run_core(
+            self.router,
+            self._inbox_rx,
+            self._take,
+            lambda now: self._carry_out(self.router.tick(now)),
+        )
 
     def _take(self, item: _Item) -> None:
         now = trio.current_time()
