@@ -556,7 +556,9 @@ class KubernetesExecutor:
                 if stream is None:
                     raise ProcessFailed(f"no log was read from pod {pod.metadata.name}")
                 return output_from_stdout(stream.reader.last_line)
-            return []
+            raise ProcessFailed(
+                f"Kubernetes Job {run.name} completed but no succeeded pod was seen"
+            )
         errors = [f"Kubernetes Job {run.name} failed: {reason or 'Failed'}: {message}".rstrip(": ")]
         for pod in pods:
             for status in pod.status.container_statuses or []:
