@@ -119,6 +119,10 @@ async def measure_colonymesh(sequential: int, tasks: int, inflight: int) -> dict
         "failed": failures,
         "leader_fsyncs": stats.syncs if stats else None,
         "leader_entries": stats.entries_persisted if stats else None,
+        # Log entries per process (submit, claim, close, plus refused claims and ticks).
+        "entries_per_process": round(stats.entries_persisted / (10 + sequential + tasks), 2)
+        if stats
+        else None,
     }
 
 

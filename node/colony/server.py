@@ -85,6 +85,9 @@ from colonymesh.node.spec import FunctionSpec, SpecError, parse_function_spec, s
 log = logging.getLogger("colonymesh.node.colony")
 
 LONG_POLL_MAX_S = 30.0
+# A parked claim looks at least this often whether this server still leads: a
+# deposed leader applies nothing, so no apply would wake it to say so.
+PARK_RECHECK_S = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,12 +382,15 @@ class LedgerServer:
             # Unregistered authors go straight to the log, which refuses them with the reason.
             with trio.move_on_after(min(max(wait_s, 0.0), LONG_POLL_MAX_S)):
                 while executor is not None and not self._claim_may_win(author, executor_type):
-                    await self.machine.changed.wait()
+                    with trio.move_on_after(PARK_RECHECK_S):
+                        await self.machine.changed.wait()
                     if not self.is_leader:
                         return self._not_leader(self.driver.status().leader or "")
                     executor = self.ledger.executors.get(author)
         finally:
             self.parked_now -= 1
+        if not self.is_leader:
+            return self._not_leader(self.driver.status().leader or "")
         if executor is not None and not self._claim_may_win(author, executor_type):
             return Proposed(False, reason="no waiting process matches this executor")
         self.parked_proposed += 1
