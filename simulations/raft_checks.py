@@ -17,6 +17,11 @@ simulated disk after a crash), and the safety properties of the Raft paper
   run).
 * **State machine safety** (§5.4.3): every server applies the same entry at
   each index, in order, and only entries it holds in its durable log.
+* **Commit needs a durable quorum** (§5.3, dissertation §10.2.1): when a
+  leader's commit index moves, every newly committed entry is durable on a
+  majority of its voters (:meth:`RaftChecker.durable_copies`, called by the
+  server adapter right after the step that moved it). A leader that sends
+  while persisting must not count its own copy before it is durable.
 * Durable hard state never goes back: the term never decreases and a vote,
   once durable in a term, never changes (no double vote after a restart).
 
@@ -162,6 +167,29 @@ class RaftChecker:
                 f"{self.ids[server]} voted for {old.voted_for} then {hs.voted_for} in term {hs.term}"
             )
         log.hard_state = hs
+
+    def durable_copies(self, index: int, entry: Entry, servers: Iterable[int]) -> int:
+        """How many of ``servers`` hold ``entry`` at ``index`` durably (or a snapshot past it)."""
+        copies = 0
+        for server in servers:
+            log = self.logs[server]
+            if log.snap_index >= index or log.entry(index) == entry:
+                copies += 1
+        return copies
+
+    def commit_quorum(
+        self, leader: int, term: int, first: int, entries: Sequence[Entry], voters: Sequence[int]
+    ) -> None:
+        """Leader ``leader`` of ``term`` just committed ``entries`` (indexes ``first``...)
+        under a configuration with ``voters``: each must be durable on a majority."""
+        need = len(voters) // 2 + 1
+        for k, entry in enumerate(entries):
+            have = self.durable_copies(first + k, entry, voters)
+            if have < need:
+                raise InvariantViolation(
+                    f"commit without a durable quorum: {self.ids[leader]} (term {term}) "
+                    f"committed entry {first + k} held durably by {have} of {len(voters)} voters"
+                )
 
     # -- roles ------------------------------------------------------------
 

@@ -216,6 +216,7 @@ class RaftServer:
         self.reads_due: list[tuple[int, int, ClientRequest]] = []  # (index, client node, req)
         self.persist_model = cluster.persist[self.index]
         self.in_flight: _InFlight | None = None  # a timed persist not yet durable
+        self.quorum_checked = 0  # commit index up to which the durable quorum was checked
 
     def _node(self) -> RaftNode:
         if self.node is None:
@@ -241,6 +242,7 @@ class RaftServer:
             applied=LogIndex(self.applied),
         )
         c.servers[self.index] = self
+        self.quorum_checked = int(self.node.log.committed)
         self._drain(now)
 
     def load_disk(self) -> tuple[HardState | None, list[Entry], Snapshot | None]:
@@ -333,6 +335,7 @@ class RaftServer:
         advance; stop at a persist that takes simulated time (``fire`` resumes)."""
         node = self._node()
         model = self.persist_model
+        self._check_commit_quorum(node)
         while self.in_flight is None:
             rd = node.ready()
             if rd is None:
@@ -405,6 +408,22 @@ class RaftServer:
         if self.reads_due:
             self._serve_reads()
         node.advance(rd)
+        self._check_commit_quorum(node)  # our own copy counting may have moved the commit
+
+    def _check_commit_quorum(self, node: RaftNode) -> None:
+        """Called right after every step: what a leader newly committed must be
+        durable on a majority of its voters (the checkers' view of the disks)."""
+        committed = int(node.log.committed)
+        if committed <= self.quorum_checked:
+            return
+        first = max(self.quorum_checked + 1, int(node.log.first_index()))
+        self.quorum_checked = committed
+        if node.role is not Role.LEADER or first > committed:
+            return
+        index_of = self.cluster.index_of
+        voters = [index_of[v] for v in node.conf.voters]
+        entries = node.log.slice(first, committed + 1)
+        self.cluster.checker.commit_quorum(self.index, int(node.term), first, entries, voters)
 
     def _apply(self, e: Entry) -> None:
         self.applied = int(e.index)

@@ -20,9 +20,10 @@ from typing import Any
 
 import pytest
 
+from colonymesh.consensus import Ready
 from colonymesh.simulations.engine import Simulator
 from colonymesh.simulations.raft_scenario import PersistModel, RaftScenarioConfig, run
-from colonymesh.simulations.raft_server import RaftCluster
+from colonymesh.simulations.raft_server import RaftCluster, RaftServer
 from colonymesh.simulations.runner import deterministic_view, format_failure, run_scenario, sweep
 
 _WINDOW_KEYS = (
@@ -124,6 +125,31 @@ def test_the_serial_path_sends_nothing_early() -> None:
     assert outcome.figures["timed_persists"] > 0
     for key in _WINDOW_KEYS[:3]:
         assert outcome.figures[key] == 0, key
+
+
+class CountsItselfEarly(RaftServer):
+    """A planted bug: the leader counts its own copy as soon as it sends, before its
+    write is durable -- what ``RaftLog.stable_index`` exists to prevent."""
+
+    def _send_early(self, rd: Ready) -> None:
+        super()._send_early(rd)
+        node = self._node()
+        lead = node._lead  # the bug reaches inside the core on purpose
+        if lead is not None and rd.entries:
+            node.log.mark_stable(rd.entries[-1].index)
+            lead.persisted(node.log.stable_index)
+
+
+def test_a_leader_counting_its_copy_before_it_is_durable_is_caught() -> None:
+    cfg = RaftScenarioConfig(peers=3, safety_s=6.0, membership=False)
+    for seed in range(10):
+        outcome = run(seed, cfg, CountsItselfEarly, persist=_parallel(3, 0.02))
+        if outcome.violation is not None:
+            assert outcome.violation.startswith("commit without a durable quorum"), (
+                outcome.violation
+            )
+            return
+    raise AssertionError("the planted bug survived 10 seeds")
 
 
 _SCRIPT = """
