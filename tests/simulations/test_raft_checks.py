@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from colonymesh.consensus.types import (
+    ConfState,
     Entry,
     EntryKind,
     HardState,
@@ -125,3 +126,19 @@ def test_a_snapshot_the_log_does_not_match_replaces_the_whole_durable_log() -> N
     # Its own compaction at a matching (index, term) keeps the suffix.
     c.persisted(1, [Snapshot(SnapshotMeta(LogIndex(2), Term(2)), b"")])
     assert c.logs[1].entries == [e(3, 2)]
+
+
+def test_commit_needs_a_durable_quorum_of_the_leaders_voters() -> None:
+    # §10.2.1: a leader sending while persisting may commit only on durable copies.
+    c = checker(5)
+    c.persisted(1, [e(1, 1), e(2, 1)])
+    c.persisted(2, [e(1, 1), e(2, 1)])
+    c.persisted(3, [e(1, 1), e(2, 2)])  # a different entry at 2 does not count
+    c.commit_quorum(0, 1, 1, [e(1, 1)], [0, 1, 2, 3, 4])  # 3 of 5 hold entry 1
+    with pytest.raises(InvariantViolation, match=r"durable quorum.*entry 2 held durably by 2"):
+        c.commit_quorum(0, 1, 1, [e(1, 1), e(2, 1)], [0, 1, 2, 3, 4])
+    c.commit_quorum(0, 1, 2, [e(2, 1)], [0, 1, 2])  # 2 of 3 voters after a removal
+    # A snapshot past an index counts as holding it.
+    snap = Snapshot(SnapshotMeta(LogIndex(2), Term(1), ConfState()), b"")
+    c.persisted(4, [snap])
+    c.commit_quorum(0, 1, 2, [e(2, 1)], [0, 1, 2, 3, 4])
