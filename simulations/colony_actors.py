@@ -38,8 +38,10 @@ from typing import Protocol
 
 from colonymesh.consensus import NotLeader, ProposalDropped
 from colonymesh.consensus.types import Entry, EntryKind
+from colonymesh.node.certs import encode_record
 from colonymesh.node.envelope import seal_frame
 from colonymesh.node.ledger.commands import (
+    Admit,
     Claim,
     Close,
     ExecutorLost,
@@ -58,13 +60,16 @@ from colonymesh.node.ledger.ledger import Ledger
 from colonymesh.simulations.colony_world import (
     GENESIS_MS,
     NOW_S,
+    WORK_AVAILABLE,
     Answer,
     ColonyWorld,
     Heartbeat,
     HeartbeatAck,
+    Member,
     Proposal,
     Redirect,
     RunRecord,
+    WorkAvailable,
 )
 from colonymesh.simulations.engine import NodeIO
 from colonymesh.simulations.kv import KvStore
@@ -105,8 +110,7 @@ class ColonyServer(RaftServer):
         self.store_cls = store_for(world)
         super().__init__(io, cluster)
         self.world = world
-        member = world.members[io.index]
-        self.member = member
+        self.member = world.member(io.index)
         self.seq = int((NOW_S + io.now) * 1_000_000)
         self.proposals: dict[tuple[bytes, int], int] = {}  # (author, seq) -> actor node
         self.tick_due = 0.0
@@ -160,6 +164,8 @@ class ColonyServer(RaftServer):
             if now - seen >= timing.stale_s and now - asked >= timing.stale_s:
                 self.lost_asked[key] = now
                 frames.append(self._seal(ExecutorLost(key, "silent"), now))
+        self.world.rewake(timing.rewake_after_s, timing.rewake_per_tick_max)
+        self._send_wakes()
         node = self._node()
         for frame in frames:
             try:
@@ -174,8 +180,7 @@ class ColonyServer(RaftServer):
             self._drain(now)
         elif isinstance(msg, Heartbeat):
             if self.node is not None and self.is_leader():
-                member = self.world.members[src]
-                self.last_seen[member.keys.public_key] = now
+                self.last_seen[self.world.member(src).keys.public_key] = now
                 self.io.send(src, HeartbeatAck(msg.sent_at))
             else:
                 self.io.send(src, Redirect(-1, self._hint()))
@@ -186,8 +191,15 @@ class ColonyServer(RaftServer):
         lead = self._node().leader if self.node is not None else None
         return -1 if lead is None else self.cluster.index_of.get(lead, -1)
 
+    def _send_wakes(self) -> None:
+        for node, executor_type in self.world.take_wakes():
+            message = WORK_AVAILABLE.get(executor_type)
+            if message is None:
+                message = WORK_AVAILABLE[executor_type] = WorkAvailable(executor_type)
+            self.io.send(node, message)
+
     def _proposal(self, src: int, msg: Proposal) -> None:
-        author = self.world.members[src].keys.public_key
+        author = self.world.member(src).keys.public_key
         try:
             self._node().propose(msg.frame)
         except NotLeader:
@@ -205,6 +217,8 @@ class ColonyServer(RaftServer):
         ledger = self.ledger
         events = ledger.apply(int(e.index), e.data)
         self.world.observe(int(e.index), events)
+        if self.world.wakes:
+            self._send_wakes()
         first = events[0]
         if not isinstance(first, CommandApplied | CommandRefused) or first.command is None:
             return
@@ -236,13 +250,18 @@ class _Request:
 class _Client:
     """What every actor shares: seal once, send to the believed leader, resend the same frame."""
 
+    __slots__ = ("io", "leader", "pending", "seq", "world")
+
     def __init__(self, io: NodeIO, world: ColonyWorld) -> None:
         self.io = io
         self.world = world
-        self.member = world.members[io.index]
         self.seq = int((NOW_S + io.now) * 1_000_000)
         self.leader = io.rng.randrange(world.servers_n)
         self.pending: _Request | None = None
+
+    @property
+    def member(self) -> Member:
+        return self.world.member(self.io.index)
 
     def request(self, body: object, now: float) -> None:
         self.seq += 1
@@ -303,7 +322,29 @@ class RunModel(Protocol):
 
 
 class ExecutorActor(_Client):
-    """A simulated executor with one slot (see the module docs)."""
+    """A simulated executor with one slot (see the module docs).
+
+    States: ``dormant`` (parked in the world's idle stack: no timer, no
+    heartbeat -- the cost of an idle executor is nothing), ``wake`` (woken by
+    a :class:`WorkAvailable`: heartbeating until the leader answers, so the
+    lease holds before it claims), ``admit``/``unregister``/``register``/
+    ``claim``/``report`` (a request in flight), ``idle`` (a short back-off
+    before claiming again) and ``running``. Heartbeats run in every state but
+    ``dormant``.
+    """
+
+    __slots__ = (
+        "acked_at",
+        "claim_at",
+        "heartbeat_due",
+        "lease_until",
+        "run",
+        "run_ends",
+        "run_fails",
+        "run_timed_out",
+        "scenario",
+        "state",
+    )
 
     def __init__(self, io: NodeIO, world: ColonyWorld, scenario: RunModel) -> None:
         super().__init__(io, world)
@@ -319,11 +360,21 @@ class ExecutorActor(_Client):
         self.heartbeat_due = 0.0
 
     def start(self, now: float) -> None:
-        # A restarted executor hands back what the ledger still assigns it, then joins.
-        self.state = "unregister"
-        self.request(UnregisterExecutor("restarted"), now)
+        if self.world.activated[self.io.index]:
+            # A restarted executor hands back what the ledger still assigns it, then joins.
+            self.state = "unregister"
+            self.heartbeat_due = now
+            self.request(UnregisterExecutor("restarted"), now)
+        else:
+            self._sleep()
+
+    def _sleep(self) -> None:
+        self.state = "dormant"
+        self.world.park(self.io.index)
 
     def next_deadline(self) -> float | None:
+        if self.state == "dormant":
+            return None if self.pending is None else self.pending.deadline
         times = [self.heartbeat_due]
         if self.pending is not None:
             times.append(self.pending.deadline)
@@ -335,7 +386,7 @@ class ExecutorActor(_Client):
 
     def fire(self, now: float) -> None:
         timing = self.world.timing
-        if now >= self.heartbeat_due:
+        if self.state != "dormant" and now >= self.heartbeat_due:
             if now - self.acked_at > 2 * timing.heartbeat_s:  # no answer: try the next server
                 self.leader = (self.leader + 1) % self.world.servers_n
                 self.acked_at = now
@@ -364,8 +415,11 @@ class ExecutorActor(_Client):
                 else:
                     self.request(Close(pid, json.dumps([pid[:8]])), now)
         if self.state == "idle" and self.pending is None and now >= self.claim_at:
-            self.state = "claim"
-            self.request(Claim(), now)
+            self._claim(now)
+
+    def _claim(self, now: float) -> None:
+        self.state = "claim"
+        self.request(Claim(), now)
 
     def _stop(self, now: float) -> None:
         if self.run is not None:
@@ -373,29 +427,51 @@ class ExecutorActor(_Client):
             self.run = None
 
     def deliver(self, src: int, msg: object, now: float) -> None:
+        if isinstance(msg, WorkAvailable):
+            if self.state == "dormant" and self.pending is None:
+                self.world.unpark(self.io.index)
+                self.state = "wake"
+                self.acked_at = now
+                self.heartbeat_due = now  # heartbeat at once; claim when the lease holds
+            return
         if isinstance(msg, HeartbeatAck):
             self.acked_at = now
             self.lease_until = max(self.lease_until, msg.sent_at + self.world.timing.lease_s)
+            if self.state == "wake" and now < self.lease_until:
+                if self.world.activated[self.io.index]:
+                    self._claim(now)
+                else:
+                    self.world.activated[self.io.index] = 1
+                    self.state = "admit"
+                    self.request(Admit(encode_record(self.member.certificate)), now)
             return
         answer = self.client_message(msg, now)
         if answer is None:
             return
         state = self.state
-        if state == "unregister":
-            self.state = "register"
-            self.request(RegisterExecutor(self.member.certificate.name), now)
+        if not answer.applied and "not a member" in answer.reason:
+            self.state = "admit"  # its Admit never committed (lost, or a crash before it)
+            self.request(Admit(encode_record(self.member.certificate)), now)
+            return
+        if state == "unregister" or state == "admit":
+            self._register(now)
         elif state == "register" or state == "report":
-            self.state = "idle"
-            self.claim_at = now
+            self._claim(now)
         elif state == "claim":
             self._claimed(answer, now)
+
+    def _register(self, now: float) -> None:
+        self.state = "register"
+        self.request(RegisterExecutor(self.member.certificate.name), now)
 
     def _claimed(self, answer: Answer, now: float) -> None:
         self.state = "idle"
         if not answer.applied:
             if "not a registered executor" in answer.reason:
-                self.state = "register"
-                self.request(RegisterExecutor(self.member.certificate.name), now)
+                self._register(now)
+                return
+            if "no waiting process" in answer.reason:
+                self._sleep()  # nothing to do: dormant until work is announced
                 return
             self.claim_at = now + self.world.timing.claim_idle_s
             return
@@ -408,7 +484,7 @@ class ExecutorActor(_Client):
         rng = self.io.rng
         duration = self.scenario.draw_duration(rng, answer.funcname)
         self.run = self.world.run_started(pid, self.io.index, now)
-        self.run_fails = answer.funcname == "fail"
+        self.run_fails = answer.funcname == "fail" or answer.funcname.startswith("fail-")
         self.run_ends = now + duration
         self.run_timed_out = self.run_ends > stop_at
         if self.run_timed_out:
@@ -420,6 +496,7 @@ class ExecutorActor(_Client):
 class Submission:
     body: SubmitFunction | SubmitWorkflow
     expect: str  # "ok" | "fail" | "mixed"
+    at: float = 0.0  # arrival time (virtual seconds): not submitted before
 
 
 @dataclass(slots=True)
@@ -431,7 +508,9 @@ class SubmitterState:
 
 
 class SubmitterActor(_Client):
-    """Submits the workload, one submission at a time, at a drawn pace."""
+    """Submits its queue in order, one submission at a time, each not before its arrival."""
+
+    __slots__ = ("due", "gap_s", "state")
 
     def __init__(self, io: NodeIO, world: ColonyWorld, state: SubmitterState, gap_s: float) -> None:
         super().__init__(io, world)
@@ -442,19 +521,22 @@ class SubmitterActor(_Client):
     def start(self, now: float) -> None:
         self.due = now
 
+    def _due(self) -> float:
+        return max(self.due, self.state.queue[self.state.next_index].at)
+
     def next_deadline(self) -> float | None:
         if self.pending is not None:
             return self.pending.deadline
         if self.state.next_index < len(self.state.queue):
-            return self.due
+            return self._due()
         return None
 
     def fire(self, now: float) -> None:
         self.client_timer(now)
         if (
             self.pending is None
-            and now >= self.due
             and self.state.next_index < len(self.state.queue)
+            and now >= self._due()
         ):
             self.request(self.state.queue[self.state.next_index].body, now)
 
@@ -465,6 +547,7 @@ class SubmitterActor(_Client):
         sub = self.state.queue[self.state.next_index]
         if answer.applied:
             self.world.acked[answer.subject] = sub.expect
+            self.world.arrived_at[answer.subject] = sub.at
             if isinstance(sub.body, SubmitWorkflow):
                 self.world.workflows_acked.append(answer.subject)
             self.state.next_index += 1

@@ -40,10 +40,12 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 from colonymesh.consensus import Role
+from colonymesh.node.certs import Capabilities, Gpu
 from colonymesh.node.ledger.commands import SubmitFunction, SubmitWorkflow
 from colonymesh.node.ledger.ledger import Ledger
 from colonymesh.node.ledger.model import ProcessState
@@ -60,7 +62,7 @@ from colonymesh.simulations.faults import FaultInjector, FaultProfile
 from colonymesh.simulations.kv import KvWorkload
 from colonymesh.simulations.network import LinkSpec
 from colonymesh.simulations.raft_server import RaftCluster, RaftScenarioConfig
-from colonymesh.simulations.runner import ScenarioResult
+from colonymesh.simulations.runner import ScenarioResult, report_progress
 
 __all__ = ["ColonyRun", "ColonyScenarioConfig", "run", "scenario"]
 
@@ -79,6 +81,42 @@ class ColonyScenarioConfig:
     maxretries: int = 3
     snapshot_every: int = 400
     events_max: int = 20_000_000
+    submitters: int = 1
+    # Executors by type: ((type, count), ...); empty: every executor is of type "sim".
+    executor_groups: tuple[tuple[str, int], ...] = ()
+    # Per executor group: (cpu millicores, memory bytes, gpus); empty: 64 cores, 1 TiB.
+    executor_hardware: tuple[tuple[int, int, int], ...] = ()
+    # Arrivals: non-empty replaces ``processes_per_peer`` (see :class:`Arrivals`).
+    arrivals: tuple[Arrivals, ...] = ()
+    arrivals_until_s: float = 0.0  # arrivals stop here (0: at the end of the safety phase)
+    # Locations: names, a base one-way delay matrix in seconds, each node's location.
+    locations: tuple[str, ...] = ()
+    location_delay_s: tuple[tuple[float, ...], ...] = ()
+    node_locations: tuple[int, ...] = ()  # one per node, in node order; empty: all at 0
+    jitter_s: float | None = None  # None: the drawn profile's
+    loss: float | None = None  # None: the drawn profile's
+    server_faults: bool = True  # False: no drawn server faults (crashes, partitions, ...)
+    # Executor churn; None: drawn from the seed.
+    executor_crash_interval_s: float | None = None
+    executor_restart_fraction: float | None = None
+    executor_cut_interval_s: float | None = None
+    executor_cut_mean_s: float | None = None
+    # Partitions over time: (start s, duration s, location indices cut off from the rest).
+    partitions: tuple[tuple[float, float, tuple[int, ...]], ...] = ()
+    series_step_s: float = 0.0  # sampling step of the time series (0: duration / 120)
+
+
+@dataclass(frozen=True, slots=True)
+class Arrivals:
+    """A stream of submissions: plain specs, or diamond workflows of four specs."""
+
+    funcname: str = "ok"
+    executor_type: str = EXECUTOR_TYPE
+    rate_per_s: float = 1.0  # Poisson arrivals
+    run_mean_s: float = 0.5  # mean drawn run time (exponential, below maxexectime)
+    fail_fraction: float = 0.0  # share whose executor reports failure
+    workflow: bool = False  # a diamond a -> (b, c) -> d instead of one spec
+    priority: int = 0
 
 
 @dataclass(slots=True)
@@ -96,8 +134,12 @@ class Workload:
         self.spec_maxexectime_s = cfg.maxexectime_s
         # When an executor kills a run: the spec's maxexectime (a test breaks this seam).
         self.maxexectime_s = float(cfg.maxexectime_s)
+        self.run_mean_s = {a.funcname: a.run_mean_s for a in cfg.arrivals}
 
     def draw_duration(self, rng: random.Random, funcname: str) -> float:
+        mean = self.run_mean_s.get(funcname.removeprefix("fail-"))
+        if mean is not None:  # an arrivals stream's function: below maxexectime
+            return min(rng.expovariate(1.0 / mean), 0.9 * self.spec_maxexectime_s)
         if funcname == "slow":
             return self.spec_maxexectime_s * (1.2 + rng.random())
         if rng.random() < 0.15:  # long runs: an executor cut off mid-run must stop in time
@@ -159,43 +201,144 @@ def build_workload(
     return subs
 
 
+def build_arrivals(
+    rng: random.Random, cfg: ColonyScenarioConfig, until_s: float
+) -> list[Submission]:
+    """Poisson arrivals of every stream over ``[0, until_s)``, merged in time order."""
+    timed: list[tuple[float, int, Submission]] = []
+    for order, stream in enumerate(cfg.arrivals):
+        if stream.rate_per_s <= 0.0:
+            continue
+        t = rng.expovariate(stream.rate_per_s)
+        while t < until_s:
+            failing = rng.random() < stream.fail_fraction
+            extra: dict[str, Any] = {"priority": stream.priority}
+            conditions = {"executortype": stream.executor_type}
+            if stream.workflow:
+                bad = "abcd"[rng.randrange(4)] if failing else ""
+                deps = {"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"]}
+                specs = [
+                    _spec(
+                        f"fail-{stream.funcname}" if n == bad else stream.funcname,
+                        cfg,
+                        nodename=n,
+                        conditions={**conditions, "dependencies": deps[n]},
+                        **extra,
+                    )
+                    for n in "abcd"
+                ]
+                body: SubmitFunction | SubmitWorkflow = SubmitWorkflow(
+                    json.dumps({"colonyname": "", "functionspecs": specs}), rng.randbytes(16)
+                )
+            else:
+                name = f"fail-{stream.funcname}" if failing else stream.funcname
+                text = json.dumps(_spec(name, cfg, conditions=conditions, **extra))
+                body = SubmitFunction(text, rng.randbytes(16))
+            timed.append((t, order, Submission(body, "fail" if failing else "ok", t)))
+            t += rng.expovariate(stream.rate_per_s)
+    timed.sort(key=lambda x: (x[0], x[1]))
+    return [sub for _, _, sub in timed]
+
+
+def _executor_layout(
+    cfg: ColonyScenarioConfig, executors_n: int
+) -> tuple[list[str], list[Capabilities] | None]:
+    if not cfg.executor_groups:
+        return [EXECUTOR_TYPE] * executors_n, None
+    types: list[str] = []
+    caps: list[Capabilities] = []
+    for g, (executor_type, count) in enumerate(cfg.executor_groups):
+        types += [executor_type] * count
+        if cfg.executor_hardware:
+            cpu, mem, gpus = cfg.executor_hardware[g]
+            gpu = Gpu(name="sim-gpu", mem_bytes=16 * 2**30, count=gpus) if gpus else Gpu()
+            caps += [Capabilities(cpu_millicores=cpu, mem_bytes=mem, gpu=gpu)] * count
+    if len(types) != executors_n:
+        raise ValueError(f"executor groups count {len(types)} executors, expected {executors_n}")
+    return types, caps or None
+
+
 def run(seed: int, cfg: ColonyScenarioConfig) -> ColonyRun:
     """One seeded run: safety phase under faults, heal phase, final checks."""
     servers_n = cfg.servers
-    executors_n = cfg.peers - servers_n - 1
-    if executors_n < 1:
+    submitters_n = cfg.submitters
+    executors_n = cfg.peers - servers_n - submitters_n
+    if executors_n < 1 or submitters_n < 1:
         raise ValueError(f"a colony of {cfg.peers} peers has no room for executors")
-    sim = Simulator(seed)
+    sim = Simulator(seed, shared_node_rng=cfg.peers > 1000)
     sim.events_limit = cfg.events_max
     rng = sim.rng
     drawn = FaultProfile.draw(rng)
     # Servers keep NTP-grade clocks: drift of at most 1e-3, no offset (see the module docs).
     profile = replace(drawn, clock_drift=min(drawn.clock_drift, 1e-3), clock_offset_max_s=0.0)
-    executor_crash_interval_s = (0.0, 0.5, 2.0, 5.0)[rng.randrange(4)]
-    executor_restart_fraction = (0.5, 0.9, 1.0)[rng.randrange(3)]
-    executor_cut_interval_s = (0.0, 1.0, 3.0)[rng.randrange(3)]
-    executor_cut_mean_s = (1.0, 4.0, 10.0)[rng.randrange(3)]
+    if not cfg.server_faults:
+        profile = FaultProfile(delay_base_s=drawn.delay_base_s, delay_jitter_s=drawn.delay_jitter_s)
+    if cfg.loss is not None:
+        profile = replace(profile, loss=cfg.loss)
+    if cfg.jitter_s is not None:
+        profile = replace(profile, delay_jitter_s=cfg.jitter_s)
+
+    def churn(value: float | None, options: tuple[float, ...]) -> float:
+        draw = options[rng.randrange(len(options))]  # always drawn: the seed's stream stays put
+        return draw if value is None else value
+
+    executor_crash_interval_s = churn(cfg.executor_crash_interval_s, (0.0, 0.5, 2.0, 5.0))
+    executor_restart_fraction = churn(cfg.executor_restart_fraction, (0.5, 0.9, 1.0))
+    executor_cut_interval_s = churn(cfg.executor_cut_interval_s, (0.0, 1.0, 3.0))
+    executor_cut_mean_s = churn(cfg.executor_cut_mean_s, (1.0, 4.0, 10.0))
     timing = ColonyTiming()
-    world = ColonyWorld(rng.randbytes(32 * (cfg.peers + 1)), servers_n, executors_n, timing)
+    types, caps = _executor_layout(cfg, executors_n)
+    location_names = None
+    if cfg.locations:
+        location_names = [cfg.locations[loc] for loc in _node_locations(cfg)]
+    world = ColonyWorld(
+        rng.randbytes(32 * (cfg.peers + 1)),
+        servers_n,
+        executors_n,
+        timing,
+        submitters=submitters_n,
+        executor_types=types,
+        capabilities=caps,
+        locations=location_names,
+    )
+    world.clock = lambda: sim.now
     workload = Workload(cfg)
-    processes = cfg.processes_per_peer * cfg.peers
-    queue = build_workload(rng, cfg, processes)
-    submitter_state = SubmitterState(queue)
-    gap_s = 0.5 * cfg.safety_s / max(1, len(queue))  # the workload arrives over the safety phase
+    if cfg.arrivals:
+        queue = build_arrivals(rng, cfg, cfg.arrivals_until_s or cfg.safety_s)
+        gap_s = 0.0
+    else:
+        processes = cfg.processes_per_peer * cfg.peers
+        queue = build_workload(rng, cfg, processes)
+        gap_s = 0.5 * cfg.safety_s / max(1, len(queue))  # arrives over the safety phase
+    states = [SubmitterState(queue[i::submitters_n]) for i in range(submitters_n)]
+    if cfg.location_delay_s:
+        sim.network.location_delay_s = [list(row) for row in cfg.location_delay_s]
+    node_locations = _node_locations(cfg)
 
     raft_cfg = RaftScenarioConfig(peers=servers_n, snapshot_every=cfg.snapshot_every)
     cluster = RaftCluster(raft_cfg, KvWorkload([]))
-    for _ in range(servers_n):
+    for i in range(servers_n):
         rate, _ = profile.draw_clock(rng)
-        sim.add_node(lambda io: ColonyServer(io, cluster, world), clock_rate=rate)
-    sim.add_node(lambda io: SubmitterActor(io, world, submitter_state, gap_s))
+        sim.add_node(
+            lambda io: ColonyServer(io, cluster, world), clock_rate=rate, location=node_locations[i]
+        )
+    def make_submitter(state: SubmitterState) -> Callable[[NodeIO], SubmitterActor]:
+        return lambda io: SubmitterActor(io, world, state, gap_s)
+
+    for state in states:
+        sim.add_node(make_submitter(state), location=node_locations[sim.node_count])
 
     def make_executor(io: NodeIO) -> ExecutorActor:
         return ExecutorActor(io, world, workload)
 
-    executors = [sim.add_node(make_executor) for _ in range(executors_n)]
+    first_executor = servers_n + submitters_n
+    for i in range(executors_n):
+        sim.add_node(make_executor, location=node_locations[first_executor + i])
+    executors = range(first_executor, first_executor + executors_n)
 
     checker = cluster.checker
+    leaders: list[list[float]] = []
+    last_leader = [(-1, -1)]
 
     def check_step(index: int) -> None:
         if 0 <= index < servers_n:
@@ -204,6 +347,9 @@ def run(seed: int, cfg: ColonyScenarioConfig) -> ColonyRun:
                 role, term = server.role_term()
                 if role is Role.LEADER:
                     checker.leader_seen(index, term)
+                    if (index, term) != last_leader[0]:
+                        last_leader[0] = (index, term)
+                        leaders.append([round(sim.now, 6), index])
         if world.violation is not None:
             sim.fail(world.violation)
 
@@ -213,28 +359,10 @@ def run(seed: int, cfg: ColonyScenarioConfig) -> ColonyRun:
             checker.rebuild(index, sim.disk(index).records)
         else:
             world.run_stopped(index, sim.now)
+            world.unpark(index)
 
     sim.checkers.append(check_step)
     sim.on_crash.append(crashed)
-    series: dict[str, list[list[float]]] = {
-        "running_processes": [],
-        "finished_processes": [],
-        "leader": [],
-    }
-    sample_at = [0.0]
-
-    def sample(_index: int) -> None:
-        """Time series for plots, read after a step once per virtual second (no events)."""
-        if sim.now < sample_at[0]:
-            return
-        sample_at[0] = sim.now + _SERIES_SAMPLE_S
-        t = round(sim.now, 3)
-        series["running_processes"].append([t, float(len(world.running_at))])
-        series["finished_processes"].append([t, float(len(world.final))])
-        leader = leader_index()
-        series["leader"].append([t, -1.0 if leader is None else float(leader)])
-
-    sim.checkers.append(sample)
 
     def leader_index() -> int | None:
         best: tuple[int, int] | None = None
@@ -250,13 +378,19 @@ def run(seed: int, cfg: ColonyScenarioConfig) -> ColonyRun:
     executor_crashes = 0
     safety_active = True
 
+    def some_executor() -> int:
+        """A running executor more often than not: crashes and cuts should hit work."""
+        if world.running_at and rng.random() < 0.7:
+            running = list(world.running_at)
+            return running[rng.randrange(len(running))]
+        return executors[rng.randrange(executors_n)]
+
     def crash_executor() -> None:
         nonlocal executor_crashes
         if not safety_active:
             return
-        up = [i for i in executors if sim.is_up(i)]
-        if up:
-            victim = up[rng.randrange(len(up))]
+        victim = some_executor()
+        if sim.is_up(victim):
             sim.crash(victim)
             executor_crashes += 1
             if rng.random() < executor_restart_fraction:
@@ -274,7 +408,7 @@ def run(seed: int, cfg: ColonyScenarioConfig) -> ColonyRun:
         nonlocal executor_cuts
         if not safety_active:
             return
-        victim = executors[rng.randrange(len(executors))]
+        victim = some_executor()
         way = rng.randrange(3)  # 0: both ways, 1: it cannot send, 2: it cannot hear
         pairs = [
             pair
@@ -298,28 +432,57 @@ def run(seed: int, cfg: ColonyScenarioConfig) -> ColonyRun:
     if executor_cut_interval_s > 0.0:
         sim.call_later(rng.expovariate(1.0 / executor_cut_interval_s), cut_executor)
 
-    ok = sim.run_until(cfg.safety_s)
+    by_location: dict[int, list[int]] = {}
+    for node, loc in enumerate(node_locations):
+        by_location.setdefault(loc, []).append(node)
+    for start_s, length_s, cut in cfg.partitions:
+        inside = [n for loc in cut for n in by_location.get(loc, [])]
+        outside = [n for loc in sorted(by_location) if loc not in cut for n in by_location[loc]]
+
+        def split(inside: list[int] = inside, outside: list[int] = outside) -> None:
+            if safety_active:
+                sim.network.partition([inside, outside])
+
+        sim.call_at(start_s, split)
+        sim.call_at(start_s + length_s, sim.network.heal)
+
+    step_s = cfg.series_step_s or max(0.5, round(cfg.safety_s / 120, 1))
+    queue_series: list[list[float]] = []
+    running_series: list[list[float]] = []
+
+    def sample() -> None:
+        queue_series.append([round(sim.now, 6), len(world.ready)])
+        running_series.append([round(sim.now, 6), len(world.running_at)])
+        sim.call_later(step_s, sample)
+
+    sim.call_at(0.0, sample)
+
+    ok = _run_reporting(sim, cfg.safety_s, cfg.safety_s + cfg.heal_bound_s)
     heal_s: float | None = None
     if ok:
         safety_active = False
         injector.heal()
+        sim.network.heal()
         cut_links.clear()
         for i in executors:
             sim.restart(i)
-        heal_s = _heal(sim, cfg, world, cluster, submitter_state)
+        heal_s = _heal(sim, cfg, world, cluster, states)
     if sim.violation is None and heal_s is not None:
         _final_checks(sim, world, cluster)
 
-    states = list(world.final.values())
+    finals = list(world.final.values())
+    submitted = [sub for st in states for sub in st.queue[: st.next_index]]
     figures: dict[str, Any] = {
         "virtual_seconds": round(sim.now, 6),
         "servers": servers_n,
+        "submitters": submitters_n,
         "executors": executors_n,
-        "processes_submitted": sum(_process_count(s) for s in queue[: submitter_state.next_index]),
+        "executors_activated": sum(world.activated),
+        "processes_submitted": sum(_process_count(s) for s in submitted),
         "submissions_acked": len(world.acked),
         "workflows_acked": len(world.workflows_acked),
-        "processes_succeeded": sum(1 for s in states if s is ProcessState.SUCCESS),
-        "processes_failed": sum(1 for s in states if s is ProcessState.FAILED),
+        "processes_succeeded": sum(1 for s in finals if s is ProcessState.SUCCESS),
+        "processes_failed": sum(1 for s in finals if s is ProcessState.FAILED),
         "claims": world.claims,
         "requeues": world.requeues,
         "executor_losses": world.executor_losses,
@@ -327,6 +490,7 @@ def run(seed: int, cfg: ColonyScenarioConfig) -> ColonyRun:
         "executor_crash_interval_s": executor_crash_interval_s,
         "executor_cuts": executor_cuts,
         "executor_cut_interval_s": executor_cut_interval_s,
+        "wakes_sent": world.wakes_sent,
         "runs": world.runs_total,
         "runs_stopped_on_lease": world.runs_stopped,
         "runs_timed_out": world.runs_timed_out,
@@ -336,20 +500,93 @@ def run(seed: int, cfg: ColonyScenarioConfig) -> ColonyRun:
         "ledger_events": world.ledger_events,
         "leader_changes": checker.leader_changes,
         "commits": checker.commits,
-        "partitions": injector.partitions,
+        "partitions": injector.partitions + len(cfg.partitions),
         "heal_seconds": None if heal_s is None else round(heal_s, 6),
+        "completion_latency_s": _latency_summary(world),
         **sim.stats.as_dict(),
-        "series": series,
+        "series": {
+            "queue_length": queue_series,
+            "running_processes": running_series,
+            **_latency_series(world, step_s * 5),
+            "leaders": leaders,
+        },
     }
     return ColonyRun(sim.violation, sim.violation_at, profile, figures)
+
+
+def _node_locations(cfg: ColonyScenarioConfig) -> list[int]:
+    if cfg.node_locations:
+        if len(cfg.node_locations) != cfg.peers:
+            raise ValueError("node_locations needs one location per peer")
+        return list(cfg.node_locations)
+    return [0] * cfg.peers
+
+
+def _run_reporting(sim: Simulator, until_s: float, total_s: float) -> bool:
+    """Run the safety phase in chunks, telling ``--progress`` how far it got."""
+    chunk = max(1.0, until_s / 100)
+    while sim.now < until_s:
+        if not sim.run_until(min(until_s, sim.now + chunk)):
+            return False
+        report_progress(sim.now, total_s)
+    return True
+
+
+def _quantile(values: list[float], q: float) -> float:
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def _latencies(world: ColonyWorld) -> list[tuple[float, float]]:
+    """(finished at, latency from arrival) of every acknowledged submission that ended."""
+    out = []
+    for sid, arrived in world.arrived_at.items():
+        ended = world.finished_at.get(sid)
+        if ended is not None:
+            out.append((ended, max(0.0, ended - arrived)))
+    out.sort()
+    return out
+
+
+def _latency_summary(world: ColonyWorld) -> dict[str, float]:
+    values = sorted(lat for _, lat in _latencies(world))
+    if not values:
+        return {}
+    return {
+        "median": round(_quantile(values, 0.5), 6),
+        "p90": round(_quantile(values, 0.9), 6),
+        "p99": round(_quantile(values, 0.99), 6),
+        "max": round(values[-1], 6),
+    }
+
+
+def _latency_series(world: ColonyWorld, window_s: float) -> dict[str, list[list[float]]]:
+    """Completion latency (arrival to final state) by window of finish time: p50 and p99."""
+    p50: list[list[float]] = []
+    p99: list[list[float]] = []
+    window: list[float] = []
+    edge = window_s
+    for ended, latency in _latencies(world):
+        while ended >= edge:
+            if window:
+                window.sort()
+                p50.append([round(edge, 6), round(_quantile(window, 0.5), 6)])
+                p99.append([round(edge, 6), round(_quantile(window, 0.99), 6)])
+                window = []
+            edge += window_s
+        window.append(latency)
+    if window:
+        window.sort()
+        p50.append([round(edge, 6), round(_quantile(window, 0.5), 6)])
+        p99.append([round(edge, 6), round(_quantile(window, 0.99), 6)])
+    return {"completion_latency_p50_s": p50, "completion_latency_p99_s": p99}
 
 
 def _process_count(sub: Submission) -> int:
     return 4 if isinstance(sub.body, SubmitWorkflow) else 1
 
 
-def _all_final(world: ColonyWorld, cluster: RaftCluster, state: SubmitterState) -> bool:
-    if state.next_index < len(state.queue):
+def _all_final(world: ColonyWorld, cluster: RaftCluster, states: list[SubmitterState]) -> bool:
+    if any(state.next_index < len(state.queue) for state in states):
         return False
     ledger = _leader_ledger(cluster)
     if ledger is None:
@@ -384,7 +621,7 @@ def _heal(
     cfg: ColonyScenarioConfig,
     world: ColonyWorld,
     cluster: RaftCluster,
-    state: SubmitterState,
+    states: list[SubmitterState],
 ) -> float | None:
     heal_at = sim.now
     deadline = heal_at + cfg.heal_bound_s
@@ -392,7 +629,10 @@ def _heal(
     while sim.now < deadline:
         if not sim.run_until(min(deadline, sim.now + 1.0)):
             return None
-        if not target and _all_final(world, cluster, state):
+        report_progress(
+            min(sim.now, cfg.safety_s + cfg.heal_bound_s), cfg.safety_s + cfg.heal_bound_s
+        )
+        if not target and _all_final(world, cluster, states):
             target = cluster.checker.commits
         if target and _caught_up(cluster, target):
             return sim.now - heal_at
@@ -406,7 +646,8 @@ def _heal(
         ][:10]
     sim.fail(
         f"liveness: not every acknowledged submission final within {cfg.heal_bound_s}s "
-        f"after healing (submitted {state.next_index}/{len(state.queue)}, pending {pending})"
+        f"after healing (submitted {sum(st.next_index for st in states)}/"
+        f"{sum(len(st.queue) for st in states)}, pending {pending})"
     )
     return None
 
@@ -445,14 +686,38 @@ def _submissions_problem(ledger: Ledger, world: ColonyWorld) -> str | None:
     return None
 
 
-def scenario(seed: int, peers: int, duration: float | None) -> ScenarioResult:
-    """The registry entry: ``duration`` is the safety phase in virtual seconds."""
-    if not 5 <= peers <= 2000:
-        raise ValueError("the colony scenario runs 5 to 2000 peers")
+# Above this many peers the registry's colony uses arrival rates scaled with the peers.
+_ARRIVALS_FROM_PEERS = 200
+ARRIVALS_PER_PEER_PER_S = 0.001  # submissions per second per peer (10/s at 10,000 peers)
+
+
+def default_config(peers: int, duration: float | None) -> ColonyScenarioConfig:
+    """The ``colony`` registry entry's colony: small ones as issue 7's sweep, large ones
+    with Poisson arrivals (plain specs and diamond workflows) scaled with the peers."""
     cfg = ColonyScenarioConfig(peers=peers, servers=5 if peers >= 100 else 3)
     if duration is not None:
         cfg = replace(cfg, safety_s=duration)
-    outcome = run(seed, cfg)
+    if peers > _ARRIVALS_FROM_PEERS:
+        rate = ARRIVALS_PER_PEER_PER_S * peers
+        cfg = replace(
+            cfg,
+            submitters=max(1, peers // 2000),
+            arrivals=(
+                Arrivals("ok", rate_per_s=0.8 * rate, run_mean_s=1.0, fail_fraction=0.03),
+                Arrivals("wf", rate_per_s=0.05 * rate, run_mean_s=0.5, workflow=True),
+                Arrivals("urgent", rate_per_s=0.15 * rate, run_mean_s=0.2, priority=2),
+            ),
+            snapshot_every=4000,
+            events_max=200_000_000,
+        )
+    return cfg
+
+
+def scenario(seed: int, peers: int, duration: float | None) -> ScenarioResult:
+    """The registry entry: ``duration`` is the safety phase in virtual seconds."""
+    if not 5 <= peers <= 100_000:
+        raise ValueError("the colony scenario runs 5 to 100,000 peers")
+    outcome = run(seed, default_config(peers, duration))
     return ScenarioResult(
         outcome.violation, outcome.violation_at, outcome.profile.as_dict(), outcome.figures
     )

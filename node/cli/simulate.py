@@ -39,6 +39,12 @@ def register(commands: Any) -> None:
         "--plots", type=Path, metavar="DIR", help="write PNG plots of the run into DIR"
     )
     simulate.add_argument("--progress", action="store_true", help="show a progress bar on stderr")
+    simulate.add_argument(
+        "--config",
+        type=Path,
+        metavar="TOML",
+        help="colony only: a colony description (peers by role, workload, faults); --peers ignored",
+    )
     add_json_flag(simulate)
     simulate.set_defaults(handler=_simulate)
 
@@ -101,9 +107,26 @@ def _simulate(args: argparse.Namespace) -> int:
     if args.plots is not None and args.seeds is not None:
         raise InputError("--plots draws one run: use --seed, not --seeds")
     label = f"{args.scenario} {args.peers} peers"
+    described = None
+    if args.config is not None:
+        from colonymesh.simulations.description import (
+            DescriptionError,
+            load_description,
+            simulate_colony,
+        )
+
+        if args.scenario != "colony" or args.seeds is not None:
+            raise InputError("--config describes one colony run: simulate colony --seed S")
+        try:
+            described = load_description(args.config)
+        except DescriptionError as error:
+            raise InputError(f"--config {error}") from None
+        label = f"colony {described.peers} peers"
     try:
         with _progress_bar(args.progress, label):
-            if args.seeds is None:
+            if described is not None:
+                summary = simulate_colony(described, args.seed)
+            elif args.seeds is None:
                 summary = runner.run_scenario(args.scenario, args.peers, args.seed, args.duration)
             else:
                 seeds = range(args.seed, args.seed + args.seeds)

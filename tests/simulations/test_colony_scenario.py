@@ -14,7 +14,7 @@ from colonymesh.node.ledger.ledger import Ledger
 from colonymesh.node.ledger.model import Process, ProcessState
 from colonymesh.simulations import colony_scenario
 from colonymesh.simulations.colony_actors import ExecutorActor
-from colonymesh.simulations.colony_scenario import ColonyScenarioConfig, run
+from colonymesh.simulations.colony_scenario import Arrivals, ColonyScenarioConfig, run
 from colonymesh.simulations.colony_world import Answer
 from colonymesh.simulations.runner import deterministic_view, run_scenario, sweep
 
@@ -121,8 +121,15 @@ def test_executor_without_a_lease_is_caught_running_twice(monkeypatch: pytest.Mo
     """An executor cut off from the leader that keeps running overlaps the re-queued run."""
     original = colony_scenario.ColonyTiming
     monkeypatch.setattr(colony_scenario, "ColonyTiming", lambda: original(lease_s=1e9))
-    cfg = ColonyScenarioConfig(peers=12, processes_per_peer=20, safety_s=30.0)
-    violation = run(6, cfg).violation  # a seed whose faults cut an executor off mid-run
+    cfg = ColonyScenarioConfig(
+        peers=12,
+        safety_s=30.0,
+        arrivals=(Arrivals("long", rate_per_s=2.0, run_mean_s=4.0),),
+        executor_cut_interval_s=1.0,
+        executor_cut_mean_s=10.0,
+        executor_crash_interval_s=0.0,
+    )
+    violation = run(3, cfg).violation  # a seed whose cuts hit an executor mid-run
     assert violation is not None and "run twice concurrently" in violation, violation
 
 
