@@ -322,6 +322,7 @@ def run(seed: int, cfg: ColonyScenarioConfig) -> ColonyRun:
         sim.add_node(
             lambda io: ColonyServer(io, cluster, world), clock_rate=rate, location=node_locations[i]
         )
+
     def make_submitter(state: SubmitterState) -> Callable[[NodeIO], SubmitterActor]:
         return lambda io: SubmitterActor(io, world, state, gap_s)
 
