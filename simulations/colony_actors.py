@@ -12,7 +12,11 @@ to the server they think leads; on a timeout or a redirect they send the
 *same* frame again (to the hinted leader), so a frame may be appended twice
 and the ledger's replay window refuses the second copy. The leader ticks the
 ledger clock every ``tick_interval_s`` and declares lost every executor it has
-not heard from for ``stale_s`` since it became leader (ExecutorLost).
+not heard from for ``stale_s`` since it became leader (ExecutorLost). A
+dormant executor the ledger gives no process to waits in a long-poll, as the
+real worker does (decision 11): the leader counts it as heard from while it
+is parked -- up and dormant -- and an executor the ledger shows running
+something must heartbeat like any other.
 
 Executors hold one slot: Claim, "run" the process for a drawn virtual
 duration, then Close (or Fail). A run stops early when (a) ``maxexectime``
@@ -158,7 +162,11 @@ class ColonyServer(RaftServer):
         timing = self.world.timing
         self.tick_due = now + timing.tick_interval_s
         frames = [self._seal(Tick(GENESIS_MS + int(now * 1000)), now)]
-        for key in self.ledger.executors:
+        world = self.world
+        for key, executor in self.ledger.executors.items():
+            if not executor.running and world.long_polling(key):
+                self.last_seen[key] = now  # a parked executor's long-poll is open
+                continue
             seen = self.last_seen.get(key, self.led_since)
             asked = self.lost_asked.get(key, -1e18)
             if now - seen >= timing.stale_s and now - asked >= timing.stale_s:

@@ -702,6 +702,7 @@ def default_config(peers: int, duration: float | None) -> ColonyScenarioConfig:
         rate = ARRIVALS_PER_PEER_PER_S * peers
         cfg = replace(
             cfg,
+            servers=3,  # issue 7's default group: every entry is applied by each server
             submitters=max(1, peers // 2000),
             arrivals=(
                 Arrivals("ok", rate_per_s=0.8 * rate, run_mean_s=1.0, fail_fraction=0.03),

@@ -264,6 +264,11 @@ class ColonyWorld:
         self.parked[node] = 0
         self.woken.pop(node, None)
 
+    def long_polling(self, key: bytes) -> bool:
+        """Whether the executor of ``key`` is parked: up, dormant, waiting for work."""
+        node = self.node_of_key.get(key)
+        return node is not None and self.parked[node] == 1
+
     def _wake(self, executor_type: str) -> bool:
         stack = self.idle.get(executor_type)
         while stack:
