@@ -133,6 +133,44 @@ def _timeseries(
         _save(fig, out_dir, f"{summary.get('scenario', 'run')}_{name}.png", written)
 
 
+def _colony(
+    summary: dict[str, Any], series: dict[str, Any], out_dir: Path, written: list[Path]
+) -> None:
+    """Queue length, running processes and completion latency on one time axis, with the
+    server group's leader changes marked."""
+    queue = series.get("queue_length")
+    p50 = series.get("completion_latency_p50_s")
+    if not queue and not p50:
+        return
+    fig = _figure()
+    fig.set_size_inches(7.0, 6.0)
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    if queue:
+        top.plot([p[0] for p in queue], [p[1] for p in queue], color="#d35400", label="waiting")
+    running = series.get("running_processes")
+    if running:
+        top.plot([p[0] for p in running], [p[1] for p in running], color="#2980b9", label="running")
+    top.set_ylabel("processes")
+    top.legend(loc="upper right")
+    for name, color in (
+        ("completion_latency_p50_s", "#27ae60"),
+        ("completion_latency_p99_s", "#8e44ad"),
+    ):
+        points = series.get(name)
+        if points:
+            label = "p50" if "p50" in name else "p99"
+            bottom.plot([p[0] for p in points], [p[1] for p in points], color=color, label=label)
+    bottom.set_ylabel("arrival to final state (s)")
+    bottom.set_xlabel("virtual seconds (leader changes dotted)")
+    for t, _leader in series.get("leaders", [])[1:]:
+        for ax in (top, bottom):
+            ax.axvline(t, color="#7f8c8d", linestyle=":", linewidth=0.8)
+    if p50:
+        bottom.legend(loc="upper right")
+    top.set_title(_title(summary, "queue and completion latency"))
+    _save(fig, out_dir, "colony_queue_latency.png", written)
+
+
 def write_plots(summary: dict[str, Any], out_dir: Path) -> list[Path]:
     """Write every plot the summary has data for into ``out_dir``; the paths written."""
     series = summary.get("series")
@@ -145,5 +183,7 @@ def write_plots(summary: dict[str, Any], out_dir: Path) -> list[Path]:
         _dht(summary, series, out_dir, written)
     elif scenario == "gossip":
         _gossip(summary, series, out_dir, written)
+    elif scenario == "colony":
+        _colony(summary, series, out_dir, written)
     _timeseries(summary, series, out_dir, written)
     return written

@@ -188,3 +188,14 @@ def test_described_run_is_deterministic_in_process() -> None:
     second = deterministic_view(simulate_colony(SMALL, seed=7))
     assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
     assert first["violations"] == 0
+
+
+def test_colony_plots_are_written_from_the_summary(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from colonymesh.simulations.plots import write_plots
+
+    summary = simulate_colony(SMALL, seed=4)
+    written = write_plots(summary, tmp_path)
+    names = {p.name for p in written}
+    assert "colony_queue_latency.png" in names and "colony_queue_length.png" in names
+    assert (tmp_path / "colony_queue_latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
