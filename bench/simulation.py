@@ -49,7 +49,8 @@ print(json.dumps({
     "violations": s["violations"],
     "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     "extra": {k: s[k] for k in ("lookup_success_rate", "lookup_hops", "bootstrap",
-        "time_to_99_s", "reached_every_live_peer", "processes_succeeded") if k in s},
+        "time_to_99_s", "reached_every_live_peer", "processes_succeeded", "processes_submitted",
+        "completion_latency_s") if k in s},
 }))
 """
 
@@ -76,7 +77,7 @@ def main() -> None:
     plan: dict[str, list[tuple[int, float | None]]] = {
         "dht": [(1000, None), (10_000, None)],
         "gossip": [(100, None), (1000, None)],
-        "colony": [(50, 40.0), (1000, 40.0)],
+        "colony": [(50, 40.0), (1000, 40.0), (10_000, 600.0)],
     }
     if args.quick:
         plan = {
