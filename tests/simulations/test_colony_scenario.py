@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 from dataclasses import replace
 from typing import Any
@@ -141,3 +142,48 @@ def test_fifty_peer_colony_sweep_runs_a_thousand_processes_per_seed() -> None:
     assert totals["processes_submitted"] >= 4 * 1000
     assert totals["processes_succeeded"] > 3 * 1000
     assert totals["requeues"] > 0 and totals["leader_changes"] >= 4
+
+
+ARRIVING = ColonyScenarioConfig(
+    peers=30,
+    safety_s=10.0,
+    arrivals=(
+        Arrivals("ok", rate_per_s=4.0, run_mean_s=0.8, fail_fraction=0.05),
+        Arrivals("wf", rate_per_s=0.4, run_mean_s=0.3, workflow=True),
+    ),
+)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_arrival_rate_colony_sweep_keeps_the_three_zeros(seed: int) -> None:
+    """Poisson arrivals, dormant executors woken by announcements, drawn faults."""
+    outcome = run(seed, ARRIVING)
+    assert outcome.violation is None, (seed, outcome.violation, outcome.profile.describe())
+    f = outcome.figures
+    assert f["processes_submitted"] >= 30
+    assert f["processes_succeeded"] + f["processes_failed"] >= f["processes_submitted"]
+    assert f["wakes_sent"] >= f["executors_activated"] > 0
+    queue = f["series"]["queue_length"]
+    assert queue[0][0] == 0.0 and all(b[0] > a[0] for a, b in itertools.pairwise(queue))
+
+
+def test_a_lost_work_announcement_is_sent_again() -> None:
+    """With 30% loss many announcements never land; the leader's safety net wakes others."""
+    outcome = run(2, replace(ARRIVING, loss=0.3, server_faults=False))
+    assert outcome.violation is None, outcome.violation
+    f = outcome.figures
+    assert f["processes_succeeded"] > 0 and f["dropped_loss"] > 0
+    assert f["wakes_sent"] > f["executors_activated"]
+
+
+@pytest.mark.slow
+def test_ten_thousand_peer_colony_for_ten_minutes() -> None:
+    """Issue 10's goal run: 10,000 peers, 600 simulated seconds, the three zeros."""
+    summary = run_scenario("colony", 10_000, 1, duration=600.0, report_to=None)
+    assert summary["violations"] == 0, summary["failures"]
+    assert summary["processes_submitted"] > 5000
+    assert (
+        summary["processes_succeeded"] + summary["processes_failed"]
+        >= (summary["processes_submitted"])
+    )
+    assert summary["series"]["queue_length"] and summary["series"]["leaders"]
