@@ -55,6 +55,8 @@ from colonymesh.node.peer.peer import Peer
 
 PIECE = 1 << 20
 _PER_BLOCK_ENV = "COLONYMESH_BENCH_FSYNC_PER_BLOCK"
+_PROFILE_ENV = "COLONYMESH_BENCH_PROFILE_CHILDREN"
+_SWITCH_ENV = "COLONYMESH_BENCH_SWITCH_INTERVAL"
 
 
 def _per_block_fsync_if_asked() -> None:
@@ -66,6 +68,12 @@ def _per_block_fsync_if_asked() -> None:
         return sum(self.put_bytes(cid, data) for cid, data in items)
 
     ChunkStore.put_batch = put_each  # type: ignore[method-assign]
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process so far, every thread, user and system."""
+    times = os.times()
+    return times.user + times.system
 
 
 def _make_file(path: Path, size: int) -> None:
@@ -105,6 +113,8 @@ async def _serve(secret: str, members: int, now: int, index: int, store_dir: Pat
                     await service.get(Cid.parse(doc["cid"]), doc["dest"])
                 case "raw":
                     await _raw_send(doc["port"], Path(doc["path"]))
+                case "cpu":
+                    answer["cpu_s"] = _cpu_s()
                 case "quit":
                     return
             answer["seconds"] = time.perf_counter() - started
@@ -221,9 +231,16 @@ async def _measure(work: Path, size: int, profile: cProfile.Profile | None) -> d
 
             if profile is not None:
                 profile.enable()
+            provider_cpu = (await a.call("cpu"))["cpu_s"]
+            reader_cpu = _cpu_s()
             started = time.perf_counter()
             got = await c.get(root, work / "on-c.bin")
-            figures["get_mb_s"] = round(mb / (time.perf_counter() - started), 1)
+            get_s = time.perf_counter() - started
+            figures["get_mb_s"] = round(mb / get_s, 1)
+            figures["export_s"] = round(get_s - got.fetched.seconds, 3)
+            figures["get_s"] = round(get_s, 3)
+            figures["get_cpu_reader_s"] = round(_cpu_s() - reader_cpu, 3)
+            figures["get_cpu_provider_s"] = round((await a.call("cpu"))["cpu_s"] - provider_cpu, 3)
             if profile is not None:
                 profile.disable()
             figures["fetch_mb_s"] = round(mb / got.fetched.seconds, 1)
@@ -251,20 +268,42 @@ def main() -> None:
         "--fsync-per-block", action="store_true", help="no batched puts (the before figure)"
     )
     parser.add_argument("--serve", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--switch-interval",
+        type=float,
+        default=None,
+        help="sys.setswitchinterval for every process of the bench (Python's default: 0.005)",
+    )
     args = parser.parse_args()
+    if args.switch_interval is not None:
+        os.environ[_SWITCH_ENV] = str(args.switch_interval)  # the children inherit it
+    if os.environ.get(_SWITCH_ENV):
+        sys.setswitchinterval(float(os.environ[_SWITCH_ENV]))
     if args.fsync_per_block:
         os.environ[_PER_BLOCK_ENV] = "1"  # the provider processes inherit it
     _per_block_fsync_if_asked()
     if args.serve:
         secret, members, now, index, store = args.serve
-        trio.run(_serve, secret, int(members), int(now), int(index), Path(store))
+        child_profile = os.environ.get(_PROFILE_ENV)
+        if not child_profile:
+            trio.run(_serve, secret, int(members), int(now), int(index), Path(store))
+            return
+        with cProfile.Profile() as served:
+            trio.run(_serve, secret, int(members), int(now), int(index), Path(store))
+        served.dump_stats(f"{child_profile}.{index}")
         return
     size = (64 if args.quick else 256) * PIECE
     profile = cProfile.Profile() if args.profile else None
+    if args.profile:  # the provider processes profile themselves
+        os.environ[_PROFILE_ENV] = os.path.join(tempfile.gettempdir(), f"fsbench-{os.getpid()}")
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         figures = trio.run(_measure, Path(tmp), size, profile)
     if profile is not None:
         pstats.Stats(profile, stream=sys.stderr).sort_stats("tottime").print_stats(40)
+        served = Path(os.environ[_PROFILE_ENV] + ".0")
+        if served.exists():
+            print("--- provider (child 0, whole life) ---", file=sys.stderr)
+            pstats.Stats(str(served), stream=sys.stderr).sort_stats("tottime").print_stats(30)
     ratio = figures["get_mb_s"] / figures["raw_socket_mb_s"]
     for key, value in figures.items():
         print(f"{key:>28}: {value}")
@@ -279,6 +318,7 @@ def main() -> None:
                 "baseline": "raw trio TCP socket on loopback, same bytes, same run",
                 "ratio": round(ratio, 3),
                 "fsync_per_block": args.fsync_per_block,
+                "switch_interval_s": sys.getswitchinterval(),
             }
         )
     )

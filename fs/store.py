@@ -18,6 +18,10 @@ How it works and what it guarantees:
   round of fsyncs concurrently, so the journal commits them together: one
   block cost ~3 fsync round trips (~8 ms on this disk), a batch of 32 costs
   about the same as a few. The batch is durable, all of it, when it returns.
+  The batch's files are written and fsynced *outside* the store's lock (they
+  are not indexed until durable, so nothing else can see them), so reads --
+  an export streaming behind a fetch, a provider serving -- do not wait out
+  a batch's fsyncs; the space is reserved under the lock first.
 * **Verified reads.** `get` hashes every block it returns. A block that no
   longer matches its CID (bit rot, a torn sector, a meddling user) raises
   `CorruptChunkError` *after* the file is removed, so the caller can re-fetch it
@@ -40,12 +44,14 @@ How it works and what it guarantees:
 
 Contract for the driver: one `ChunkStore` per directory per process; calls are
 blocking file I/O (run them in a worker thread from trio); methods are
-serialised by an internal lock, so several threads may share the object.
+serialised by an internal lock (a batch's disk writes excepted, see above),
+so several threads may share the object.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -119,8 +125,9 @@ class ChunkStore:
         self._pins: dict[str, tuple[Cid, ...]] = {}
         self._holds: list[set[str]] = []
         self._reachable: set[str] | None = None  # cache of _reachable_from_pins
-        self._tmp_seq = 0
+        self._tmp_ids = itertools.count(1)  # thread-safe: batches write without the lock
         self._fsync_pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
         self._evicted = 0
         self._corrupt = 0
         for path in (self.root, self._blocks_dir, self._tmp_dir):
@@ -183,8 +190,7 @@ class ChunkStore:
         return os.path.join(self._blocks_dir, key[-3:-1], key)
 
     def _atomic_write(self, final_path: str, data: bytes) -> None:
-        self._tmp_seq += 1
-        tmp = os.path.join(self._tmp_dir, f"{os.getpid()}.{self._tmp_seq}.tmp")
+        tmp = os.path.join(self._tmp_dir, f"{os.getpid()}.{next(self._tmp_ids)}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             view = memoryview(data)
@@ -245,18 +251,22 @@ class ChunkStore:
                 self._reachable = None  # may extend a pinned DAG
             return True
 
-    def put_batch(self, items: Sequence[tuple[Cid, bytes]]) -> int:
+    def put_batch(self, items: Sequence[tuple[Cid, bytes]], *, verified: bool = False) -> int:
         """Store several blocks, each checked against its CID, durably as a whole.
 
         Same guarantees as `put_bytes` for each block (atomic: absent or complete
         after a crash), with one round of concurrent fsyncs per step instead of
         three fsyncs per block. Raises before writing anything if a block is over
         the size cap or does not hash to its CID. Returns how many were new.
+
+        `verified=True` is the caller's word that every block was just checked
+        against its CID in memory (the exchange session does so on receipt), so
+        the hash is not computed a second time; reads still verify every block.
         """
         for cid, data in items:
             if len(data) > BLOCK_BYTES_MAX:
                 raise StoreError(f"block of {len(data)} bytes exceeds {BLOCK_BYTES_MAX}")
-            if not cid.verify(data):
+            if not verified and not cid.verify(data):
                 raise BlockMismatchError(f"bytes do not hash to {cid}")
         with self._lock:
             fresh: dict[str, tuple[Cid, bytes]] = {}
@@ -270,22 +280,37 @@ class ChunkStore:
                     fresh[key] = (cid, data)
             if not fresh:
                 return 0
-            self._make_room(sum(len(data) for _, data in fresh.values()))
+            size = sum(len(data) for _, data in fresh.values())
+            self._make_room(size)
+            self._used += size  # reserved while the files are written without the lock
+        # Without the lock: the fsyncs take a disk round trip or three, and readers
+        # (an export streaming behind this fetch, a provider serving) must not queue
+        # behind them. The files are unindexed until the batch is durable, so no one
+        # reads, evicts or deletes them meanwhile; temporary names are unique.
+        try:
             self._write_batch({self._path(key): data for key, (_, data) in fresh.items()})
+        except BaseException:
+            with self._lock:
+                self._used -= size
+            raise
+        with self._lock:
+            new = 0
             for key, (cid, data) in fresh.items():
+                if key in self._lru:  # a concurrent put stored it first
+                    self._used -= len(data)
+                    continue
+                new += 1
                 self._lru[key] = len(data)
-                self._used += len(data)
                 if cid.codec != CODEC_RAW:
                     self._reachable = None
-            return len(fresh)
+            return new
 
     def _write_batch(self, files: dict[str, bytes]) -> None:
         """Write, fsync (concurrently), rename, fsync the directories (concurrently)."""
         tmps: dict[str, str] = {}
         try:
             for final_path, data in files.items():
-                self._tmp_seq += 1
-                tmp = os.path.join(self._tmp_dir, f"{os.getpid()}.{self._tmp_seq}.tmp")
+                tmp = os.path.join(self._tmp_dir, f"{os.getpid()}.{next(self._tmp_ids)}.tmp")
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
                 tmps[final_path] = tmp
                 try:
@@ -305,7 +330,8 @@ class ChunkStore:
         for final_path, tmp in tmps.items():
             parent = os.path.dirname(final_path)
             if parent not in parents and not os.path.isdir(parent):
-                os.mkdir(parent)
+                with contextlib.suppress(FileExistsError):  # a concurrent put made it
+                    os.mkdir(parent)
                 made_dir = True
             parents[parent] = None
             os.replace(tmp, final_path)
@@ -318,14 +344,16 @@ class ChunkStore:
             for path in paths:
                 _fsync_path(path, directory)
             return
-        if self._fsync_pool is None:
-            self._fsync_pool = ThreadPoolExecutor(FSYNC_WORKERS, "colonymesh-fsync")
-        for _ in self._fsync_pool.map(lambda p: _fsync_path(p, directory), paths):
+        with self._pool_lock:
+            if self._fsync_pool is None:
+                self._fsync_pool = ThreadPoolExecutor(FSYNC_WORKERS, "colonymesh-fsync")
+            pool = self._fsync_pool
+        for _ in pool.map(lambda p: _fsync_path(p, directory), paths):
             pass  # re-raises the first OSError
 
     def close(self) -> None:
         """Stop the fsync workers (the store stays usable; they restart on demand)."""
-        with self._lock:
+        with self._pool_lock:
             if self._fsync_pool is not None:
                 self._fsync_pool.shutdown()
                 self._fsync_pool = None

@@ -11,9 +11,15 @@ The driver of the fetching side, twenty-odd lines of policy around the core:
   cannot be opened, breaks or sends a bad frame removes the peer;
 * `FindProviders` -> the injected provider lookup, answered with `on_providers`;
 * `BlockReceived` -> queued to one writer task that puts blocks into the store
-  in batches of up to `_PUT_BATCH` (the store verifies each and makes the batch
-  durable with one round of concurrent fsyncs); the session's result is
-  returned only once every received block is stored;
+  in batches of up to `_PUT_BATCH`, made durable with one round of concurrent
+  fsyncs (the session verified each block against its CID on receipt, so the
+  store is told not to hash it again; reads from the store still verify); the
+  session's result is returned only once every received block is stored;
+* memory stays bounded when the disk is slower than the network: once
+  `store_queue_bytes_max` of received blocks wait for the store, the link
+  readers stop reading, so yamux flow control holds the providers back;
+* `on_stored(cids)` (optional) is called on the worker thread after each
+  durable batch -- a streaming export waits on it;
 * the core's `next_deadline()` arms one timer.
 
 All calls into the core happen on the trio thread; nothing outlives `run`.
@@ -65,6 +71,7 @@ _LINK_ERRORS = (
     OSError,
 )
 _PUT_BATCH = 32
+STORE_QUEUE_BYTES_MAX = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +110,8 @@ class Fetch:
         config: SessionConfig,
         rng: random.Random,
         connect_timeout_s: float = 5.0,
+        on_stored: Callable[[list[Cid]], None] | None = None,
+        store_queue_bytes_max: int = STORE_QUEUE_BYTES_MAX,
     ) -> None:
         self.peer = peer
         self.store = store
@@ -115,6 +124,11 @@ class Fetch:
         self._nursery: trio.Nursery | None = None
         self.by_peer: dict[str, int] = {}
         self.put_failures: list[str] = []
+        self.on_stored = on_stored
+        self.store_queue_bytes_max = store_queue_bytes_max
+        self.queued_bytes = 0  # received, not yet durable in the store
+        self.queued_bytes_peak = 0
+        self._drained = trio.Event()
 
     async def run(self) -> FetchResult:
         started = trio.current_time()
@@ -162,6 +176,8 @@ class Fetch:
                     nursery.start_soon(self._find, cid)
                 case BlockReceived(peer_id, cid, data):
                     self.by_peer[peer_id] = self.by_peer.get(peer_id, 0) + 1
+                    self.queued_bytes += len(data)
+                    self.queued_bytes_peak = max(self.queued_bytes_peak, self.queued_bytes)
                     self._puts_send.send_nowait((cid, data))
                 case PeerMisbehaved(peer_id, reason):
                     log.warning("fs: peer %s misbehaved: %s", peer_id, reason)
@@ -245,6 +261,8 @@ class Fetch:
                     self._apply(self.session.on_dont_have(link.peer_id, cids, now))
                 case other:
                     raise FsDecodeError(f"a provider sent {type(other).__name__}")
+            while self.queued_bytes >= self.store_queue_bytes_max:
+                await self._drained.wait()  # backpressure: the store is behind
 
     async def _put_loop(self) -> None:
         while True:
@@ -259,10 +277,16 @@ class Fetch:
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
             await trio.to_thread.run_sync(self._put_batch, batch)
+            self.queued_bytes -= sum(len(data) for _, data in batch)
+            self._drained.set()
+            self._drained = trio.Event()
 
     def _put_batch(self, batch: list[tuple[Cid, bytes]]) -> None:
         try:
-            self.store.put_batch(batch)  # one round of concurrent fsyncs for the batch
+            # verified: BlockReceived carries only bytes the session hashed to their CID
+            self.store.put_batch(batch, verified=True)
+            if self.on_stored is not None:
+                self.on_stored([cid for cid, _ in batch])
             return
         except StoreError as error:
             log.info("fs: batch put failed (%s); storing block by block", error)
@@ -272,6 +296,8 @@ class Fetch:
             except StoreError as error:
                 log.warning("fs: could not store %s: %s", cid, error)
                 self.put_failures.append(f"{cid}: {error}")
+        if self.on_stored is not None:
+            self.on_stored([cid for cid, _ in batch])
 
 
 def _split(cids: tuple[Cid, ...]) -> list[tuple[Cid, ...]]:

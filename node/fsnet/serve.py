@@ -31,8 +31,8 @@ from colonymesh.node.transport.stream import MuxedStream
 log = logging.getLogger("colonymesh.node.fsnet")
 
 PROTOCOL_ID = "/colonymesh/fs/1.0.0"
-_READ_BATCH = 8
-_READ_AHEAD = _READ_BATCH
+_READ_BATCH = 16
+_READ_AHEAD = 2 * _READ_BATCH
 _STREAM_ERRORS = (ColonymeshError, trio.BrokenResourceError, trio.ClosedResourceError)
 
 

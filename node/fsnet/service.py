@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,12 +33,13 @@ from colonymesh.fs.errors import CorruptChunkError, FsError
 from colonymesh.fs.exchange import messages
 from colonymesh.fs.exchange.messages import Haves, WantHaves
 from colonymesh.fs.exchange.session import SessionConfig
-from colonymesh.fs.local import export_path, import_path
+from colonymesh.fs.local import import_path
 from colonymesh.fs.pb import DataType
 from colonymesh.fs.reader import decode_node, list_directory
 from colonymesh.fs.store import ChunkStore
 from colonymesh.node.dht.driver import DhtService
 from colonymesh.node.errors import ColonymeshError, InputError
+from colonymesh.node.fsnet.export import BlockGate, export_atomic
 from colonymesh.node.fsnet.fetch import Fetch, FetchResult, Providers
 from colonymesh.node.fsnet.frames import FrameReader, frame_prefix
 from colonymesh.node.fsnet.providers import DhtProviders
@@ -125,7 +125,12 @@ class ChunkService:
     # --- fetch and get --------------------------------------------------------------
 
     async def fetch(
-        self, roots: Sequence[Cid], *, walk: bool = True, providers: Providers | None = None
+        self,
+        roots: Sequence[Cid],
+        *,
+        walk: bool = True,
+        providers: Providers | None = None,
+        on_stored: Callable[[list[Cid]], None] | None = None,
     ) -> FetchResult:
         """Make every block under `roots` local (only the roots if not `walk`).
 
@@ -151,6 +156,7 @@ class ChunkService:
             session,
             random.Random(self._rng.getrandbits(64)),
             self.config.connect_timeout_s,
+            on_stored=on_stored,
         )
         return await fetch.run()
 
@@ -162,26 +168,41 @@ class ChunkService:
         providers: Providers | None = None,
         pin: bool = True,
     ) -> GetResult:
-        """Fetch `cid` (pinning it unless not `pin`) and write it to `dest`, which must not exist."""
+        """Fetch `cid` (pinning it unless not `pin`) and write it to `dest`, which must not exist.
+
+        The export runs beside the fetch (:mod:`.export`): it writes each block
+        as soon as it is durable in the store, read back verified, into a
+        temporary name that is fsynced and renamed to `dest` once complete.
+        """
         target = Path(dest)
         if target.exists() or target.is_symlink():
             raise InputError(f"{target}: already exists")
         refetched = 0
         for _ in range(_GET_ATTEMPTS):
-            fetched = await self.fetch([cid], providers=providers)
+            gate = BlockGate(self.store)
+            exported: list[Exception | None] = []
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_export, gate, cid, target, exported)
+                try:
+                    fetched = await self.fetch([cid], providers=providers, on_stored=gate.stored)
+                    if fetched.ok and pin:
+                        await trio.to_thread.run_sync(
+                            self.store.pin, PIN_PREFIX + cid.encode(), [cid]
+                        )
+                        self._pinned(cid)
+                finally:
+                    gate.close()  # the export reads what is there, or fails, and ends
             if not fetched.ok:
                 raise FetchFailed(f"{cid}: {fetched.error}")
-            if pin:
-                await trio.to_thread.run_sync(self.store.pin, PIN_PREFIX + cid.encode(), [cid])
-                self._pinned(cid)
-            try:
-                await trio.to_thread.run_sync(export_path, self.store.get, cid, target)
-            except CorruptChunkError as error:
+            error = exported[0] if exported else None
+            if isinstance(error, CorruptChunkError):
                 # The store dropped the rotten block; fetch it again and start over.
                 log.warning("fs: get %s: %s; fetching it again", cid, error)
                 refetched += 1
-                await trio.to_thread.run_sync(_remove, target)
                 continue
+            if error is not None:
+                raise error
             return GetResult(cid, target, fetched, refetched)
         raise FetchFailed(f"{cid}: blocks kept failing verification after {_GET_ATTEMPTS} tries")
 
@@ -282,8 +303,10 @@ def _size(cid: Cid, data: bytes) -> int:
     return sum(link.tsize or 0 for link in node.links)
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
+async def _export(gate: BlockGate, cid: Cid, target: Path, out: list[Exception | None]) -> None:
+    """Run `export_atomic` on a worker thread; its outcome (None or the error) into `out`."""
+    try:
+        await trio.to_thread.run_sync(export_atomic, gate, cid, os.fspath(target))
+        out.append(None)
+    except (FsError, OSError) as failure:
+        out.append(failure)

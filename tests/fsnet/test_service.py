@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from colonymesh.fs.cid import CODEC_RAW, Cid
 from colonymesh.fs.local import cid_of_path
 from colonymesh.node.errors import InputError
 from colonymesh.node.fsnet import ChunkService, FetchFailed
+from colonymesh.node.fsnet.export import BlockGate
 from colonymesh.node.fsnet.lab import open_fs_lab
 from colonymesh.node.identity import KeyPair
 
@@ -83,7 +86,9 @@ async def test_corrupt_chunk_at_the_provider_is_served_by_another(tmp_path: Path
         assert mine.fetched.blocks_fetched == 1
 
 
-async def test_corruption_found_during_export_is_refetched(tmp_path: Path) -> None:
+async def test_corruption_found_during_export_is_refetched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     source = tmp_path / "f.bin"
     data = _write(source, 600_000, seed=3)
     async with open_fs_lab(tmp_path / "state", 2) as (a, b):
@@ -91,22 +96,33 @@ async def test_corruption_found_during_export_is_refetched(tmp_path: Path) -> No
         await b.fetch([root])
         leaf = next(cid for cid in b.store.cids() if cid != root)
         path = block_path(b, leaf)
-        original_get = b.store.get
-        reads = 0
+        gate_get = BlockGate.get
+        store_pin = b.store.pin
+        fetched = threading.Event()  # the fetch's own local check of the leaf has passed
+        rotted = 0
 
-        def get_then_rot(cid: Cid) -> bytes:
-            nonlocal reads
-            if cid == leaf:
-                reads += 1
-                if reads == 2:  # the fetch's local check passed; it rots before the export
-                    path.write_bytes(b"rotten" + path.read_bytes()[6:])
-            return original_get(cid)
+        def pin_then_signal(label: str, roots: Sequence[Cid]) -> None:
+            store_pin(label, roots)
+            fetched.set()
 
-        b.store.get = get_then_rot  # type: ignore[method-assign]
+        def rot_then_get(gate: BlockGate, cid: Cid) -> bytes:
+            nonlocal rotted
+            if cid == leaf and not rotted:  # it rots at rest just before the export reads it
+                if not fetched.wait(20):
+                    raise RuntimeError("the fetch never finished")
+                rotted += 1
+                path.write_bytes(b"rotten" + path.read_bytes()[6:])
+            return gate_get(gate, cid)
+
+        monkeypatch.setattr(BlockGate, "get", rot_then_get)
+        monkeypatch.setattr(b.store, "pin", pin_then_signal)
         got = await b.get(root, tmp_path / "b.bin")
         assert (tmp_path / "b.bin").read_bytes() == data
+        assert rotted == 1
         assert got.refetched_corrupt == 1  # the export tripped on it, then it came back
-        assert got.fetched.blocks_fetched == 1
+        assert b.store.statistics().corrupt_blocks == 1
+        assert b.store.get(leaf) in data  # stored again (the read verifies it)
+        assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
 
 
 async def test_directory_ls_info_and_missing_content(tmp_path: Path) -> None:
