@@ -12,6 +12,7 @@ start, alive every 50 ms, stopped/end) show the two runs never overlap.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -48,14 +49,33 @@ def _runs(records: Path, process_id: str) -> dict[str, dict[str, Any]]:
     return runs
 
 
+# The executors run the CLI with the partition hook installed first (partition.py).
+LAUNCH = (
+    "import sys, partition; partition.install(); "
+    "from colonymesh.node.cli import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
 def _use_process_kind(cluster: Cluster) -> None:
     for server in cluster.servers:
         config = server.folder / "node.toml"
         text = config.read_text().replace("executor_stale_s = 2.0", f"executor_stale_s = {STALE_S}")
         config.write_text(text)
+    work = Path(__file__).with_name("leasework.py")
+    settings = cluster.root / "executor.toml"
+    settings.write_text(
+        "[process]\n"
+        'inherit_env = ["PATH", "HOME", "ROLES_RECORD_DIR", "ROLES_EXECUTOR_ID"]\n'
+        "grace_s = 0.2\n"
+        "log_interval_s = 0.2\n"
+        "[process.commands]\n"
+        f'work = ["{sys.executable}", "{work}"]\n'
+    )
     for executor in cluster.executors:
         at = executor.command.index("--kind")
-        executor.command[at + 1 : at + 4] = ["process", "--functions", "leasetasks:commands"]
+        executor.command[at + 1 : at + 4] = ["process", "--executor-config", str(settings)]
+        run_at = executor.command.index("executor")
+        executor.command[:run_at] = [sys.executable, "-c", LAUNCH]
         executor.env["ROLES_PARTITION_FILE"] = str(cluster.root / f"partition-{executor.name}")
 
 
