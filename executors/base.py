@@ -35,6 +35,14 @@ class ProcessContext(Protocol):
     def input(self) -> list[Any]:
         """The outputs of the process's parents, in dependency order."""
 
+    @property
+    def fs_root(self) -> str:
+        """The executor's meta-filesystem folder, when the spec's ``fs`` directives ran; else ""."""
+
+    @property
+    def fs_mount(self) -> str:
+        """Where the process sees the synced files (``<fs_root>/<fs.mount>``); else ""."""
+
     async def log(self, message: str) -> None: ...
 
     async def set_attribute(self, key: str, value: str) -> None: ...

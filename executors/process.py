@@ -23,9 +23,13 @@ Input: the parents' outputs (``context.input``) are written to the
 process's stdin as one JSON array, then stdin is closed; a process that
 does not read it loses nothing (a broken pipe is ignored).
 
-Working directory: ``workdir`` when configured (used as is), else a fresh
-temporary directory per process (under ``workdir_root``), removed after the
-process unless ``keep_workdir``. The fs sync issue fills it later.
+Working directory: ``workdir`` when configured (used as is); else, when the
+spec's ``fs`` directives ran (``context.fs_mount`` is set), the synced mount
+folder (created if no directive made it; left in place: the runtime's sync
+uploads from it and cleans it up as the spec says); else a fresh temporary
+directory per process (under ``workdir_root``), removed after the process
+unless ``keep_workdir``. With ``fs`` directives the process also gets
+``COLONYMESH_FS_ROOT`` and ``COLONYMESH_FS_MOUNT``.
 
 Logs: stdout and stderr lines (stderr ones prefixed ``[stderr] ``) are
 batched into ``context.log`` calls (one call per ``log_interval_s`` or per
@@ -50,6 +54,7 @@ so no work outlives its process. The cleanup is shielded from cancellation.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -313,6 +318,9 @@ class ProcessExecutor:
                 )
             env[name] = value
         env["COLONYMESH_PROCESS_ID"] = context.process_id
+        if context.fs_mount:
+            env["COLONYMESH_FS_ROOT"] = context.fs_root
+            env["COLONYMESH_FS_MOUNT"] = context.fs_mount
         return env
 
     async def run(self, context: ProcessContext) -> list[Any]:
@@ -326,7 +334,7 @@ class ProcessExecutor:
             env = self._environment(context)
         except SpecError as error:
             raise ProcessFailed(str(error)) from error
-        workdir, fresh = self._workdir(context.process_id)
+        workdir, fresh = await self._workdir(context)
         try:
             return await self._run(context, list(command.argv), env, workdir)
         finally:
@@ -334,10 +342,19 @@ class ProcessExecutor:
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(shutil.rmtree, workdir, True)
 
-    def _workdir(self, process_id: str) -> tuple[str, bool]:
+    async def _workdir(self, context: ProcessContext) -> tuple[str, bool]:
+        """The working directory, and whether it is a fresh one to remove after the run."""
         if self.config.workdir:
             return self.config.workdir, False
-        stem = _UNSAFE_NAME_CHARS.sub("_", process_id)[:32]
+        if context.fs_mount:  # the synced folder: the runtime's fs sync owns its cleanup
+            try:
+                await trio.to_thread.run_sync(
+                    functools.partial(os.makedirs, context.fs_mount, exist_ok=True)
+                )
+            except OSError as error:
+                raise ProcessFailed(f"cannot create the fs mount folder: {error}") from error
+            return context.fs_mount, False
+        stem = _UNSAFE_NAME_CHARS.sub("_", context.process_id)[:32]
         root = self.config.workdir_root or None
         return tempfile.mkdtemp(prefix=f"colonymesh-{stem}-", dir=root), True
 

@@ -34,6 +34,8 @@ class Context:
         self.input: list[Any] = []
         self.logs: list[str] = []
         self.attributes: dict[str, str] = {}
+        self.fs_root = ""
+        self.fs_mount = ""
 
     async def log(self, message: str) -> None:
         self.logs.append(message)
@@ -267,3 +269,32 @@ async def test_a_large_input_the_process_never_reads_does_not_block(tmp_path: Pa
     ctx.input = ["x" * 1000] * 1000  # ~1 MB, far over a pipe's buffer
     with trio.fail_after(10):
         assert await executor(tmp_path).run(ctx) == ["ignored"]
+
+
+async def test_runs_in_the_fs_mount_and_leaves_it(tmp_path: Path) -> None:
+    """With fs directives (fs_mount set) the process runs in the mount, which stays."""
+    mount = tmp_path / "fs" / "work" / "p0123"  # not made yet: the kind creates it
+    context = Context(
+        {
+            "funcname": "py",
+            "args": [
+                "import json, os; open('made.txt', 'w').write('x'); print(json.dumps("
+                "[os.getcwd(), os.environ['COLONYMESH_FS_ROOT'], "
+                "os.environ['COLONYMESH_FS_MOUNT']]))"
+            ],
+        }
+    )
+    context.fs_root, context.fs_mount = str(tmp_path / "fs"), str(mount)
+    output = await executor(tmp_path).run(context)
+    assert output == [str(mount), str(tmp_path / "fs"), str(mount)]
+    assert (mount / "made.txt").read_text() == "x"
+
+
+async def test_without_fs_the_process_gets_no_fs_variables(tmp_path: Path) -> None:
+    context = Context(
+        {
+            "funcname": "py",
+            "args": ["import os; print(os.environ.get('COLONYMESH_FS_MOUNT', 'none'))"],
+        }
+    )
+    assert await executor(tmp_path).run(context) == ["none"]
