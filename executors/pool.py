@@ -259,6 +259,8 @@ class IsolatedFunctions:
                 "funcname": context.spec.funcname,
                 "spec": context.spec.to_json_obj(),
                 "input": context.input,
+                "fs_root": context.fs_root,
+                "fs_mount": context.fs_mount,
             }
         )
         while True:

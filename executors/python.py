@@ -52,6 +52,8 @@ class _BlockingContext:
         self.process_id = context.process_id
         self.spec: FunctionSpec = context.spec
         self.input = context.input
+        self.fs_root = context.fs_root  # set when the spec's fs directives ran
+        self.fs_mount = context.fs_mount
 
     def log(self, message: str) -> None:
         trio.from_thread.run(self._context.log, message)

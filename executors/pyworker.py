@@ -8,7 +8,8 @@ fd 2 so nothing the function (or a library, or a child process) prints can
 corrupt it. Python-level ``print`` and ``sys.stderr`` writes become ``log``
 messages, in order with the result.
 
-    parent -> worker   {"op": "run", "process_id", "funcname", "spec", "input"}
+    parent -> worker   {"op": "run", "process_id", "funcname", "spec", "input",
+                        "fs_root", "fs_mount"}
                        {"op": "reply", "value" | "error"}     (answer to a call)
     worker -> parent   {"op": "ready", "functions": {...}}
                        {"op": "log", "message"}
@@ -88,11 +89,19 @@ class _LogWriter(io.TextIOBase):
 class _Context:
     """``ctx`` for an isolated function: the same calls as in-process, over the channel."""
 
-    def __init__(self, channel: _Channel, process_id: str, spec: FunctionSpec, inputs: Any) -> None:
+    def __init__(
+        self,
+        channel: _Channel,
+        process_id: str,
+        spec: FunctionSpec,
+        inputs: Any,
+        fs: tuple[str, str] = ("", ""),
+    ) -> None:
         self._channel = channel
         self.process_id = process_id
         self.spec = spec
         self.input = inputs
+        self.fs_root, self.fs_mount = fs  # set when the spec's fs directives ran
 
     def log(self, message: str) -> None:
         self._channel.send({"op": "log", "message": str(message)})
@@ -135,7 +144,10 @@ def _run(channel: _Channel, registry: PythonFunctions, message: dict[str, Any]) 
     asynchronous = inspect.iscoroutinefunction(target)
     if "ctx" in inspect.signature(target).parameters:
         context_type = _AsyncContext if asynchronous else _Context
-        kwargs["ctx"] = context_type(channel, str(message["process_id"]), spec, message["input"])
+        fs = (str(message.get("fs_root", "")), str(message.get("fs_mount", "")))
+        kwargs["ctx"] = context_type(
+            channel, str(message["process_id"]), spec, message["input"], fs
+        )
     try:
         if asynchronous:
             import trio

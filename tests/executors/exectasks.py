@@ -44,6 +44,12 @@ def crash() -> None:
 
 
 @functions.function
+def fs_folders(ctx: Any) -> list[str]:
+    """where the spec's fs directives synced: ctx.fs_root and ctx.fs_mount"""
+    return [ctx.fs_root, ctx.fs_mount]
+
+
+@functions.function
 def boom(text: str) -> None:
     """raise ValueError(text)"""
     raise ValueError(text)

@@ -29,6 +29,8 @@ class Context:
         self.input: list[Any] = []
         self.logs: list[str] = []
         self.attributes: dict[str, str] = {}
+        self.fs_root = ""
+        self.fs_mount = ""
 
     async def log(self, message: str) -> None:
         self.logs.append(message)
@@ -158,3 +160,12 @@ async def test_without_isolation_a_stopped_thread_is_reported(
         await exectasks.functions.run(Context("hang", [str(marker)]))
     assert marker.exists()
     assert any("keeps running in its thread" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_blocking_function_sees_the_fs_folders_in_process_and_isolated() -> None:
+    """ctx.fs_root / ctx.fs_mount reach a plain function in a thread and in a worker."""
+    context = Context("fs_folders")
+    context.fs_root, context.fs_mount = "/srv/fs", "/srv/fs/work/p1"
+    assert await exectasks.functions.run(context) == ["/srv/fs", "/srv/fs/work/p1"]
+    with trio.fail_after(30):
+        assert await pool().run(context) == ["/srv/fs", "/srv/fs/work/p1"]
