@@ -45,6 +45,8 @@ Example (every key but ``key`` and ``colony`` is optional)::
     name = "edge-1"                  # default: the certificate's name
     concurrency = 1
     type = "python"                  # optional: must match the certificate's executor type
+    executor_config = "executor.toml"  # the kind's settings ([python], [process], [slurm],
+                                     # [kubernetes]); --executor-config overrides it
 
 A node whose certificate holds the ``server`` role and whose config has a
 ``[colony]`` section serves the ledger: it is one of ``servers`` (the
@@ -96,7 +98,7 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
         "tick_interval_s",
         "executor_stale_s",
     ),
-    "executor": ("kind", "functions", "name", "concurrency", "type"),
+    "executor": ("kind", "functions", "name", "concurrency", "type", "executor_config"),
     "discovery": ("mdns", "mdns_interface", "mdns_port"),
 }
 EXECUTOR_KINDS = ("python", "process", "slurm", "kubernetes")
@@ -123,6 +125,7 @@ class ExecutorSettings:
     name: str = ""
     concurrency: int = 1
     executor_type: str = ""  # if set, must match the certificate's executor type
+    executor_config: Path | None = None  # the kind's settings file (--executor-config wins)
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +253,7 @@ def _executor_settings(reader: _Reader) -> ExecutorSettings:
         name=reader.get("name", str, defaults.name),
         concurrency=reader.positive("concurrency", int, defaults.concurrency),
         executor_type=reader.get("type", str, defaults.executor_type),
+        executor_config=reader.path_of("executor_config", None),
     )
 
 
@@ -420,10 +424,11 @@ def default_config_text(
         "",
         "# What `colonymesh executor run --config THIS_FILE` serves (flags override).",
         "# [executor]",
-        '# kind = "python"                     # python (process, slurm: not yet)',
+        '# kind = "python"                     # python, process, slurm or kubernetes',
         '# functions = "mypkg.tasks:functions"  # MODULE:ATTR, a PythonFunctions registry',
         '# name = "edge-1"                      # default: the certificate\'s name',
         "# concurrency = 1",
+        '# executor_config = "executor.toml"    # the kind\'s settings (--executor-config wins)',
         "",
     ]
     return "\n".join(lines)

@@ -14,7 +14,8 @@ processes of the certificate's executor type and runs them with KIND:
 * ``kubernetes``: Jobs (Deployments for services) through a kubeconfig
   (``[kubernetes]``).
 
-The kind's settings live in their own file, ``--executor-config`` (one
+The kind's settings live in their own file, ``--executor-config`` or the
+node config's ``[executor] executor_config`` (the flag wins; one
 section per kind; ``colonymesh.executors.config`` documents every key); a
 bad value is refused before the node starts with the section and key in the
 message. Flags override the node config's ``[executor]`` section.
@@ -50,7 +51,8 @@ def register(commands: Any) -> None:
         "--executor-config",
         type=Path,
         metavar="FILE",
-        help="the kind's settings (executor.toml: [python], [process], [slurm], [kubernetes])",
+        help="the kind's settings (executor.toml: [python], [process], [slurm], [kubernetes]);"
+        " default: [executor] executor_config",
     )
     run.add_argument(
         "--functions", help="python kind: MODULE:ATTR of a PythonFunctions registry to serve"
@@ -169,6 +171,7 @@ def _run(args: argparse.Namespace) -> int:
             ("concurrency", args.concurrency),
             ("name", args.name),
             ("executor_type", args.executor_type),
+            ("executor_config", args.executor_config),
         )
         if value is not None
     }
@@ -176,7 +179,9 @@ def _run(args: argparse.Namespace) -> int:
         raise InputError("--concurrency must be at least 1")
     settings = dataclasses.replace(config.executor, **overrides)
     setup_logging(args.log_level or config.log_level, args.log_format or config.log_format)
-    kind = build_kind(settings.kind, args.executor_config, settings.functions, settings.concurrency)
+    kind = build_kind(
+        settings.kind, settings.executor_config, settings.functions, settings.concurrency
+    )
     return trio.run(run_node, config, settings, kind)
 
 

@@ -58,3 +58,18 @@ def test_a_bad_kubeconfig_file_is_refused(node: Path) -> None:
     toml = '[kubernetes]\nkubeconfig = "kubeconfig"\n[kubernetes.commands]\nx = ["a"]'
     line = run(node, "kubernetes", toml)
     assert "[kubernetes] kubeconfig:" in line, line
+
+
+def test_the_node_config_names_the_executor_config_and_the_flag_wins(node: Path) -> None:
+    """``[executor] executor_config`` (relative to node.toml) is read; the flag overrides it."""
+    with open(node / "node.toml", "a") as handle:
+        handle.write('[executor]\nexecutor_config = "kinds/from-node.toml"\n')
+    (node / "kinds").mkdir()
+    (node / "kinds" / "from-node.toml").write_text("[process]\n")
+    base = ["executor", "run", "--config", node / "node.toml", "--kind", "process"]
+    line = fails(*base)
+    assert "[process] commands: required" in line, line
+    assert str(node / "kinds" / "from-node.toml") in line, line
+    (node / "flag.toml").write_text('[process]\ngrace_s = -1\n[process.commands]\nx = ["a"]\n')
+    line = fails(*base, "--executor-config", node / "flag.toml")
+    assert str(node / "flag.toml") in line and "grace_s" in line, line
