@@ -281,16 +281,24 @@ async def _executor_ls(args: argparse.Namespace, colony: ColonySession) -> int:
             e["location"] or "-",
             f"{e['cpu_millicores']}m",
             str(e["mem_bytes"] // 2**20) + " MiB",
+            gib(e.get("storage_bytes", 0)),
             f"{e['gpu']['count']}x{e['gpu']['name'] or '-'}",
             str(len(e["running"])),
             ", ".join(e["functions"]),
         ]
         for e in executors
     ]
-    _table(
-        "executors", ["name", "type", "location", "cpu", "mem", "gpu", "running", "functions"], rows
-    )
+    columns = ["name", "type", "location", "cpu", "mem", "storage", "gpu", "running", "functions"]
+    _table("executors", columns, rows)
     return 0
+
+
+def gib(size_bytes: int) -> str:
+    """A size in GiB for tables: whole GiB plainly, else one decimal; "-" when none."""
+    if size_bytes <= 0:
+        return "-"
+    value = size_bytes / 2**30
+    return f"{value:.0f} GiB" if value.is_integer() or value >= 100 else f"{value:.1f} GiB"
 
 
 def register_status(parser: Any) -> None:

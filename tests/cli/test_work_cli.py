@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from colonymesh.node.cli.work import gib
 from support.cli import COMMAND, fails, ok
 
 SQUARE = {"funcname": "square", "args": [9], "conditions": {"executortype": "python"}}
@@ -57,6 +58,20 @@ def test_submit_wait_and_inspect(dev_colony: Path, tmp_path: Path) -> None:
     executors = ok("executor", "ls", "--json").json()["executors"]
     assert {e["name"] for e in executors} == {"python-1", "python-2"}
     assert "square" in executors[0]["functions"]
+    assert {e["storage_bytes"] for e in executors} == {2**34}
+    table = ok("executor", "ls").stdout
+    assert "storage" in table and "16 GiB" in table, table
+
+
+def test_storage_is_shown_in_gib() -> None:
+    assert [gib(n) for n in (0, 2**30, 2**34, 3 * 2**29, 2**30 + 1, 150 * 2**30 + 2**29)] == [
+        "-",
+        "1 GiB",
+        "16 GiB",
+        "1.5 GiB",
+        "1.0 GiB",
+        "150 GiB",
+    ]
 
 
 def test_a_workflow_through_the_cli(dev_colony: Path, tmp_path: Path) -> None:
