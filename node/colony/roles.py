@@ -58,12 +58,6 @@ log = logging.getLogger("colonymesh.node.colony")
 LEDGER_DIR = "ledger"
 GENESIS_FILE = "genesis.cbor"
 GENESIS_BYTES_MAX = 1024 * 1024
-# Kinds whose executors live elsewhere in colonymesh and are not wired into
-# ``executor run`` yet (they need their own configuration): a clear refusal.
-PLANNED_KINDS = {
-    "slurm": "colonymesh.executors.slurm.runtime",
-    "kubernetes": "colonymesh.executors.kubernetes",
-}
 
 
 class RoleError(InputError):
@@ -253,7 +247,7 @@ def load_functions(reference: str) -> PythonFunctions:
 
 
 def executor_kind(kind: str, functions: str) -> ExecutorKind:
-    """The executor kind to serve; a clear error for kinds not available here."""
+    """The kind named by ``--functions`` alone; the others are built from ``--executor-config``."""
     if kind == "python":
         if not functions:
             raise RoleError("a python executor needs --functions MODULE:ATTR")
@@ -262,12 +256,10 @@ def executor_kind(kind: str, functions: str) -> ExecutorKind:
         if not functions:
             raise RoleError("a process executor needs --functions MODULE:ATTR (a ProcessConfig)")
         return load_process_kind(functions)
-    if kind in PLANNED_KINDS:
-        raise RoleError(
-            f"executor kind {kind!r} is not available from `executor run` yet "
-            f"({PLANNED_KINDS[kind]} is not wired in); use --kind python"
-        )
-    raise RoleError(f"unknown executor kind {kind!r}; expected python or process")
+    raise RoleError(
+        f"executor kind {kind!r} is not served by --functions alone: expected python or "
+        f"process (the other kinds take --executor-config FILE with a [{kind}] section)"
+    )
 
 
 def load_process_kind(reference: str) -> ExecutorKind:

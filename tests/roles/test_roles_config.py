@@ -140,7 +140,7 @@ def test_load_functions_and_kinds_refuse_clearly() -> None:
     with pytest.raises(RoleError, match="not a colonymesh PythonFunctions registry"):
         load_functions("roletasks:json")
     assert "work" in load_functions("roletasks:functions").functions()
-    with pytest.raises(RoleError, match="not available from `executor run` yet"):
+    with pytest.raises(RoleError, match=r"take --executor-config FILE with a \[slurm\] section"):
         executor_kind("slurm", "")
     with pytest.raises(RoleError, match="needs --functions"):
         executor_kind("python", "")
