@@ -10,8 +10,11 @@ The driver of the fetching side, twenty-odd lines of policy around the core:
   provider's answers (BLOCK, DONT_HAVE) into the session; a stream that
   cannot be opened, breaks or sends a bad frame removes the peer;
 * `FindProviders` -> the injected provider lookup, answered with `on_providers`;
-* `BlockReceived` -> queued to one writer task that puts blocks into the store
-  in batches of up to `_PUT_BATCH`, made durable with one round of concurrent
+* `BlockReceived` -> queued to `PUT_WORKERS` writer tasks that put blocks into
+  the store in batches of up to `_PUT_BATCH`, several batches at once (a
+  batch's time is mostly waiting: fsync round trips, worker threads waiting
+  for the GIL while this thread decrypts; measured 0.2-0.4 s per 8 MiB batch
+  in a busy reader against 0.04 s alone), made durable with one round of concurrent
   fsyncs (the session verified each block against its CID on receipt, so the
   store is told not to hash it again; reads from the store still verify); the
   session's result is returned only once every received block is stored;
@@ -71,6 +74,7 @@ _LINK_ERRORS = (
     OSError,
 )
 _PUT_BATCH = 32
+PUT_WORKERS = 3
 STORE_QUEUE_BYTES_MAX = 16 * 1024 * 1024
 
 
@@ -133,7 +137,8 @@ class Fetch:
     async def run(self) -> FetchResult:
         started = trio.current_time()
         async with trio.open_nursery() as outer:
-            outer.start_soon(self._put_loop)
+            for _ in range(PUT_WORKERS):  # batches overlap: each waits on fsyncs and the GIL
+                outer.start_soon(self._put_loop)
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 self._apply(self.session.start(trio.current_time()))
