@@ -34,7 +34,9 @@ from colonymesh.node.certs import Certificate, Membership, Revocation, Role
 from colonymesh.node.colony import roles
 from colonymesh.node.colony.client import ColonyClient, ColonyUnavailable, CommandRefused
 from colonymesh.node.colony.discovery import DirectoryService, ServerAnnouncer, ServerDirectory
+from colonymesh.node.colony.files import ColonyFiles
 from colonymesh.node.colony.fscontrol import NodeFiles
+from colonymesh.node.colony.fssync import FsSync
 from colonymesh.node.colony.membership import VOTER_DEAD_ELECTION_TIMEOUTS, GroupKeeper
 from colonymesh.node.colony.server import LedgerServer
 from colonymesh.node.colony.specgossip import SpecIntake, SpecRelay
@@ -124,6 +126,7 @@ class Roles:
         self.gossip: GossipService | None = None
         self.mdns: MdnsService | None = None
         self.replication: ReplicationService | None = None
+        self.chunks: ChunkService | None = None
         self.directory: ServerDirectory | None = None
         self.announcer: ServerAnnouncer | None = None
         self.intake: SpecIntake | None = None
@@ -206,6 +209,7 @@ async def run_node(
                     peer, ChunkStore(config.state_dir / "chunks", FS_CAPACITY_BYTES)
                 )
                 commands.update(fs_commands(chunks))
+                state.chunks = chunks
                 # Labelled files: metadata in the ledger, bytes in this store (kept pinned).
                 files = NodeFiles(
                     chunks, lambda: roles.find_servers(peer, config.colony_settings, timeout_s=10.0)
@@ -329,6 +333,8 @@ async def _serve_executor(
             name=settings.name or certificate.name,
             concurrency=settings.concurrency,
         )
+        if state.chunks is not None:  # specs' fs directives, synced under state_dir/fs
+            service.fs = FsSync(ColonyFiles(client, state.chunks), config.state_dir / "fs")
         state.executor = service
         try:
             async with trio.open_nursery() as nursery:

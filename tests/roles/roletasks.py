@@ -35,3 +35,14 @@ def work(i: int, sleep_ms: int, ctx: Any) -> list[Any]:
     time.sleep(sleep_ms / 1000)
     _record({"event": "end", "process": ctx.process_id, "nonce": nonce, "i": i})
     return [i, nonce]
+
+
+@functions.function
+def upper(ctx: Any) -> list[str]:
+    """Read the synced input files, write upper-cased copies to the synced output folder."""
+    base = Path(ctx.fs_mount) / ctx.process_id
+    written = []
+    for source in sorted((base / "in").iterdir()):
+        (base / "out" / (source.name + ".up")).write_bytes(source.read_bytes().upper())
+        written.append(source.name)
+    return written
