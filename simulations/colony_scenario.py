@@ -6,11 +6,24 @@ What it owns: :func:`run`, one seeded run of
   peers (the real Raft core with the real colony ledger as its state
   machine; every entry a member-signed envelope frame), ticking the ledger
   clock and declaring silent executors lost while they lead;
-* one submitter, submitting plain function specs and small workflows
-  (diamond DAGs), some of which the workload makes fail;
-* ``peers - servers - 1`` executors with one slot each, which claim, "run"
-  for a drawn virtual duration and close or fail, crash mid-process (drawn)
-  and restart or stay down for a while.
+* submitters (one by default), submitting plain function specs and small
+  workflows (diamond DAGs), some of which the workload makes fail: either a
+  fixed number spread over the first half of the safety phase
+  (``processes_per_peer``, issue 7's sweep) or Poisson streams
+  (:class:`Arrivals`, by function and executor type, with priorities);
+* ``peers - servers - submitters`` executors with one slot each, by type and
+  hardware (:attr:`ColonyScenarioConfig.executor_groups`), which claim,
+  "run" for a drawn virtual duration and close or fail, crash mid-process
+  (drawn) and restart or stay down for a while. Idle executors are dormant
+  and cost nothing: a process becoming ready wakes one dormant executor of
+  its type through the simulated network (the leader's tick re-sends lost
+  wake-ups), so a 10,000-peer colony runs as fast as its working set.
+
+Locations with a one-way delay matrix, explicit loss and jitter, executor
+churn and partitions of locations over time come from the config (see
+:mod:`~colonymesh.simulations.description` for the public description).
+Results include time series (``series``: queue length, running processes,
+completion latency p50/p99 by window, leader changes) for the plots.
 
 Phases: a **safety phase** (``safety_s``) where a drawn
 :class:`~colonymesh.simulations.faults.FaultProfile` plays on the servers
@@ -38,15 +51,13 @@ clock; the drift stays well inside the ledger's 2 s re-queue grace.
 
 from __future__ import annotations
 
-import json
-import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 from colonymesh.consensus import Role
 from colonymesh.node.certs import Capabilities, Gpu
-from colonymesh.node.ledger.commands import SubmitFunction, SubmitWorkflow
+from colonymesh.node.ledger.commands import SubmitWorkflow
 from colonymesh.node.ledger.ledger import Ledger
 from colonymesh.node.ledger.model import ProcessState
 from colonymesh.simulations.colony_actors import (
@@ -56,6 +67,14 @@ from colonymesh.simulations.colony_actors import (
     SubmitterActor,
     SubmitterState,
 )
+from colonymesh.simulations.colony_workload import (
+    Arrivals,
+    Workload,
+    build_arrivals,
+    build_workload,
+    latency_series,
+    latency_summary,
+)
 from colonymesh.simulations.colony_world import EXECUTOR_TYPE, ColonyTiming, ColonyWorld
 from colonymesh.simulations.engine import NodeIO, Simulator
 from colonymesh.simulations.faults import FaultInjector, FaultProfile
@@ -64,10 +83,7 @@ from colonymesh.simulations.network import LinkSpec
 from colonymesh.simulations.raft_server import RaftCluster, RaftScenarioConfig
 from colonymesh.simulations.runner import ScenarioResult, report_progress
 
-__all__ = ["ColonyRun", "ColonyScenarioConfig", "run", "scenario"]
-
-
-_SERIES_SAMPLE_S = 1.0  # the time series in the figures (plots) sample this often
+__all__ = ["Arrivals", "ColonyRun", "ColonyScenarioConfig", "Workload", "run", "scenario"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,138 +122,12 @@ class ColonyScenarioConfig:
     series_step_s: float = 0.0  # sampling step of the time series (0: duration / 120)
 
 
-@dataclass(frozen=True, slots=True)
-class Arrivals:
-    """A stream of submissions: plain specs, or diamond workflows of four specs."""
-
-    funcname: str = "ok"
-    executor_type: str = EXECUTOR_TYPE
-    rate_per_s: float = 1.0  # Poisson arrivals
-    run_mean_s: float = 0.5  # mean drawn run time (exponential, below maxexectime)
-    fail_fraction: float = 0.0  # share whose executor reports failure
-    workflow: bool = False  # a diamond a -> (b, c) -> d instead of one spec
-    priority: int = 0
-
-
 @dataclass(slots=True)
 class ColonyRun:
     violation: str | None
     violation_at: tuple[float, int] | None
     profile: FaultProfile
     figures: dict[str, Any]
-
-
-class Workload:
-    """Durations by function name; what the executors ask the scenario."""
-
-    def __init__(self, cfg: ColonyScenarioConfig) -> None:
-        self.spec_maxexectime_s = cfg.maxexectime_s
-        # When an executor kills a run: the spec's maxexectime (a test breaks this seam).
-        self.maxexectime_s = float(cfg.maxexectime_s)
-        self.run_mean_s = {a.funcname: a.run_mean_s for a in cfg.arrivals}
-
-    def draw_duration(self, rng: random.Random, funcname: str) -> float:
-        mean = self.run_mean_s.get(funcname.removeprefix("fail-"))
-        if mean is not None:  # an arrivals stream's function: below maxexectime
-            return min(rng.expovariate(1.0 / mean), 0.9 * self.spec_maxexectime_s)
-        if funcname == "slow":
-            return self.spec_maxexectime_s * (1.2 + rng.random())
-        if rng.random() < 0.15:  # long runs: an executor cut off mid-run must stop in time
-            return 2.0 + 5.0 * rng.random()
-        return 0.05 + 1.5 * rng.random() ** 2
-
-
-def _spec(funcname: str, cfg: ColonyScenarioConfig, **extra: Any) -> dict[str, Any]:
-    conditions = extra.pop("conditions", {})
-    return {
-        "funcname": funcname,
-        "conditions": {"executortype": EXECUTOR_TYPE, **conditions},
-        "maxexectime": cfg.maxexectime_s,
-        # A claim whose answer is lost leaves the process assigned and unrun
-        # until maxexectime re-queues it, spending a retry; only the processes
-        # meant to overrun have a retry limit, so the others cannot fail so.
-        "maxretries": cfg.maxretries if funcname == "slow" else -1,
-        **extra,
-    }
-
-
-def build_workload(
-    rng: random.Random, cfg: ColonyScenarioConfig, processes: int
-) -> list[Submission]:
-    """Plain specs and diamond workflows; ~5% of plain specs fail, ~2% overrun maxexectime."""
-    subs: list[Submission] = []
-    count = 0
-    while count < processes:
-        roll = rng.random()
-        if roll < 0.12 and processes - count >= 4:
-            failing = rng.random() < 0.15
-            names = ["a", "b", "c", "d"]
-            bad = names[rng.randrange(4)] if failing else ""
-            deps = {"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"]}
-            specs = [
-                _spec(
-                    "fail" if n == bad else "ok",
-                    cfg,
-                    nodename=n,
-                    conditions={"dependencies": deps[n]},
-                )
-                for n in names
-            ]
-            text = json.dumps({"colonyname": "", "functionspecs": specs})
-            subs.append(
-                Submission(SubmitWorkflow(text, rng.randbytes(16)), "fail" if failing else "ok")
-            )
-            count += 4
-        else:
-            r = rng.random()
-            funcname = "fail" if r < 0.05 else "slow" if r < 0.07 else "ok"
-            text = json.dumps(_spec(funcname, cfg, priority=rng.randrange(3)))
-            subs.append(
-                Submission(
-                    SubmitFunction(text, rng.randbytes(16)), "ok" if funcname == "ok" else "fail"
-                )
-            )
-            count += 1
-    return subs
-
-
-def build_arrivals(
-    rng: random.Random, cfg: ColonyScenarioConfig, until_s: float
-) -> list[Submission]:
-    """Poisson arrivals of every stream over ``[0, until_s)``, merged in time order."""
-    timed: list[tuple[float, int, Submission]] = []
-    for order, stream in enumerate(cfg.arrivals):
-        if stream.rate_per_s <= 0.0:
-            continue
-        t = rng.expovariate(stream.rate_per_s)
-        while t < until_s:
-            failing = rng.random() < stream.fail_fraction
-            extra: dict[str, Any] = {"priority": stream.priority}
-            conditions = {"executortype": stream.executor_type}
-            if stream.workflow:
-                bad = "abcd"[rng.randrange(4)] if failing else ""
-                deps = {"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"]}
-                specs = [
-                    _spec(
-                        f"fail-{stream.funcname}" if n == bad else stream.funcname,
-                        cfg,
-                        nodename=n,
-                        conditions={**conditions, "dependencies": deps[n]},
-                        **extra,
-                    )
-                    for n in "abcd"
-                ]
-                body: SubmitFunction | SubmitWorkflow = SubmitWorkflow(
-                    json.dumps({"colonyname": "", "functionspecs": specs}), rng.randbytes(16)
-                )
-            else:
-                name = f"fail-{stream.funcname}" if failing else stream.funcname
-                text = json.dumps(_spec(name, cfg, conditions=conditions, **extra))
-                body = SubmitFunction(text, rng.randbytes(16))
-            timed.append((t, order, Submission(body, "fail" if failing else "ok", t)))
-            t += rng.expovariate(stream.rate_per_s)
-    timed.sort(key=lambda x: (x[0], x[1]))
-    return [sub for _, _, sub in timed]
 
 
 def _executor_layout(
@@ -451,9 +341,17 @@ def run(seed: int, cfg: ColonyScenarioConfig) -> ColonyRun:
     queue_series: list[list[float]] = []
     running_series: list[list[float]] = []
 
+    finished_series: list[list[float]] = []
+    leader_series: list[list[float]] = []
+
     def sample() -> None:
-        queue_series.append([round(sim.now, 6), len(world.ready)])
-        running_series.append([round(sim.now, 6), len(world.running_at)])
+        """One point of every time series (a scheduled call: idle stretches cost nothing)."""
+        t = round(sim.now, 6)
+        queue_series.append([t, len(world.ready)])
+        running_series.append([t, len(world.running_at)])
+        finished_series.append([t, len(world.final)])
+        leader = leader_index()
+        leader_series.append([t, -1 if leader is None else leader])
         sim.call_later(step_s, sample)
 
     sim.call_at(0.0, sample)
@@ -503,12 +401,14 @@ def run(seed: int, cfg: ColonyScenarioConfig) -> ColonyRun:
         "commits": checker.commits,
         "partitions": injector.partitions + len(cfg.partitions),
         "heal_seconds": None if heal_s is None else round(heal_s, 6),
-        "completion_latency_s": _latency_summary(world),
+        "completion_latency_s": latency_summary(world),
         **sim.stats.as_dict(),
         "series": {
             "queue_length": queue_series,
             "running_processes": running_series,
-            **_latency_series(world, step_s * 5),
+            "finished_processes": finished_series,
+            "leader": leader_series,
+            **latency_series(world, step_s * 5),
             "leaders": leaders,
         },
     }
@@ -531,55 +431,6 @@ def _run_reporting(sim: Simulator, until_s: float, total_s: float) -> bool:
             return False
         report_progress(sim.now, total_s)
     return True
-
-
-def _quantile(values: list[float], q: float) -> float:
-    return values[min(len(values) - 1, int(q * len(values)))]
-
-
-def _latencies(world: ColonyWorld) -> list[tuple[float, float]]:
-    """(finished at, latency from arrival) of every acknowledged submission that ended."""
-    out = []
-    for sid, arrived in world.arrived_at.items():
-        ended = world.finished_at.get(sid)
-        if ended is not None:
-            out.append((ended, max(0.0, ended - arrived)))
-    out.sort()
-    return out
-
-
-def _latency_summary(world: ColonyWorld) -> dict[str, float]:
-    values = sorted(lat for _, lat in _latencies(world))
-    if not values:
-        return {}
-    return {
-        "median": round(_quantile(values, 0.5), 6),
-        "p90": round(_quantile(values, 0.9), 6),
-        "p99": round(_quantile(values, 0.99), 6),
-        "max": round(values[-1], 6),
-    }
-
-
-def _latency_series(world: ColonyWorld, window_s: float) -> dict[str, list[list[float]]]:
-    """Completion latency (arrival to final state) by window of finish time: p50 and p99."""
-    p50: list[list[float]] = []
-    p99: list[list[float]] = []
-    window: list[float] = []
-    edge = window_s
-    for ended, latency in _latencies(world):
-        while ended >= edge:
-            if window:
-                window.sort()
-                p50.append([round(edge, 6), round(_quantile(window, 0.5), 6)])
-                p99.append([round(edge, 6), round(_quantile(window, 0.99), 6)])
-                window = []
-            edge += window_s
-        window.append(latency)
-    if window:
-        window.sort()
-        p50.append([round(edge, 6), round(_quantile(window, 0.5), 6)])
-        p99.append([round(edge, 6), round(_quantile(window, 0.99), 6)])
-    return {"completion_latency_p50_s": p50, "completion_latency_p99_s": p99}
 
 
 def _process_count(sub: Submission) -> int:

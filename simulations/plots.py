@@ -140,8 +140,8 @@ def _colony(
     server group's leader changes marked."""
     queue = series.get("queue_length")
     p50 = series.get("completion_latency_p50_s")
-    if not queue and not p50:
-        return
+    if not queue or not p50:
+        return  # the single series are drawn by _timeseries
     fig = _figure()
     fig.set_size_inches(7.0, 6.0)
     top, bottom = fig.subplots(2, 1, sharex=True)
