@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import os
 import random
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from colonymesh.fs import store as store_module
 from colonymesh.fs.cid import CODEC_RAW, Cid
 from colonymesh.fs.errors import (
     BlockMismatchError,
@@ -282,3 +285,55 @@ def test_put_batch_evicts_unpinned_blocks_for_the_whole_batch(tmp_path: Path) ->
     assert store.put_batch([(b.cid, b.data) for b in new]) == 2
     assert [b.cid in store for b in old] == [False, False, True]
     assert store.used_bytes == 12 * KIB
+
+
+def test_concurrent_batches_overlap_and_account_each_block_once(tmp_path: Path) -> None:
+    store = ChunkStore(tmp_path, 10 * 1024 * KIB)
+    root, blocks, data = _file(21, 200 * KIB)
+    items = [(b.cid, b.data) for b in blocks]
+    halves = [items[: len(items) // 2 + 5], items[len(items) // 2 - 5 :]]  # 10 in both
+    counts: list[int] = []
+    with ThreadPoolExecutor(2) as pool:
+        counts = list(pool.map(lambda part: store.put_batch(part, verified=True), halves))
+    assert sum(counts) == len(blocks)  # the shared ten count once
+    assert store.used_bytes == sum(len(b.data) for b in blocks)
+    assert os.listdir(tmp_path / "tmp") == []
+    assert b"".join(read_file(store.get, root)) == data
+
+
+def test_a_read_does_not_wait_for_a_batchs_fsyncs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = ChunkStore(tmp_path, 10 * 1024 * KIB)
+    old = raw_block(b"already here")
+    store.put_batch([(old.cid, old.data)])
+    fsyncing = threading.Event()
+    release = threading.Event()
+    real_fsync = store_module._fsync_path
+
+    def slow_fsync(path: str, directory: bool) -> None:
+        fsyncing.set()
+        release.wait(10)
+        real_fsync(path, directory)
+
+    monkeypatch.setattr(store_module, "_fsync_path", slow_fsync)
+    new = raw_block(b"being written")
+    writer = threading.Thread(target=store.put_batch, args=([(new.cid, new.data)],))
+    writer.start()
+    try:
+        assert fsyncing.wait(10)
+        assert store.get(old.cid) == old.data  # served while the batch is in its fsync
+        assert not store.has(new.cid)  # not visible before it is durable
+    finally:
+        release.set()
+        writer.join(10)
+    assert store.get(new.cid) == new.data
+
+
+def test_put_batch_verified_is_trusted_but_reads_still_verify(tmp_path: Path) -> None:
+    store = ChunkStore(tmp_path, 10 * 1024 * KIB)
+    cid = raw_block(b"x").cid
+    store.put_batch([(cid, b"y")], verified=True)  # the caller's word, not checked
+    with pytest.raises(CorruptChunkError):
+        store.get(cid)  # data at rest is always verified
+    assert not store.has(cid)
