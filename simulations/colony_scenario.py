@@ -554,7 +554,7 @@ def default_config(peers: int, duration: float | None) -> ColonyScenarioConfig:
         cfg = replace(
             cfg,
             servers=3,  # issue 7's default group: every entry is applied by each server
-            submitters=max(1, peers // 2000),
+            submitters=max(1, peers // 200),  # members submitting: one each would lag
             arrivals=(
                 Arrivals("ok", rate_per_s=0.8 * rate, run_mean_s=1.0, fail_fraction=0.03),
                 Arrivals("wf", rate_per_s=0.05 * rate, run_mean_s=0.5, workflow=True),
