@@ -300,6 +300,7 @@ def main() -> None:
         figures = trio.run(_measure, Path(tmp), size, profile)
     if profile is not None:
         pstats.Stats(profile, stream=sys.stderr).sort_stats("tottime").print_stats(40)
+        profile.dump_stats(os.environ[_PROFILE_ENV] + ".reader")
         served = Path(os.environ[_PROFILE_ENV] + ".0")
         if served.exists():
             print("--- provider (child 0, whole life) ---", file=sys.stderr)
