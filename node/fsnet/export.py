@@ -64,10 +64,14 @@ class BlockGate:
         return self.store.get(cid)  # verified read: raises CorruptChunkError on rot
 
 
+# The suffix folder scans skip (node.colony.files uses it for its own part files).
+PART_SUFFIX = ".cm-part"
+
+
 def part_path(dest: str) -> str:
     """A fresh temporary name beside `dest` (same folder, so the rename is atomic)."""
     folder, name = os.path.split(os.path.abspath(dest))
-    return os.path.join(folder, f".{name}.{secrets.token_hex(4)}.part")
+    return os.path.join(folder, f".{name}.{secrets.token_hex(4)}{PART_SUFFIX}")
 
 
 def export_atomic(gate: BlockGate, cid: Cid, dest: str) -> None:

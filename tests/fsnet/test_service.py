@@ -122,7 +122,7 @@ async def test_corruption_found_during_export_is_refetched(
         assert got.refetched_corrupt == 1  # the export tripped on it, then it came back
         assert b.store.statistics().corrupt_blocks == 1
         assert b.store.get(leaf) in data  # stored again (the read verifies it)
-        assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+        assert not [p for p in tmp_path.iterdir() if p.name.endswith(".cm-part")]
 
 
 async def test_directory_ls_info_and_missing_content(tmp_path: Path) -> None:
