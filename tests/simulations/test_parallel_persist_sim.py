@@ -192,7 +192,7 @@ def test_timed_parallel_persists_keep_runs_byte_identical() -> None:
 def test_parallel_persist_sweep() -> None:
     """A larger sweep, every server in parallel mode, drawn fsync durations."""
     hit = {key: 0 for key in _WINDOW_KEYS}
-    for seed in range(150):
+    for seed in range(300):
         fsync_s = (0.001, 0.005, 0.02)[seed % 3]
         outcome = run(
             10_000 + seed,
