@@ -473,6 +473,8 @@ class Simulator:
                 t, _seq, kind, index, a, b = pop(heap)
                 budget -= 1
                 events += 1
+                if kind == _TIMER and (nodes[index].adapter is None or a != nodes[index].timer_gen):
+                    continue  # superseded or the node died: nothing happens, not livelock
                 if t == last_t:
                     same_instant += 1
                     if same_instant > _SAME_INSTANT_EVENTS_MAX:
